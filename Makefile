@@ -1,0 +1,52 @@
+# homelab.pixels developer entry points. Everything installs what it needs.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
+
+.PHONY: venv host site test unit integration sanity bench build clean
+
+# Virtualenv with ansible-core, the runtime libraries and the test tools; the
+# repository is linked under .venv/collections so Ansible finds homelab.pixels.
+$(BIN)/ansible-playbook: requirements.txt requirements-test.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -r requirements-test.txt
+	mkdir -p $(VENV)/collections/ansible_collections/homelab
+	ln -sfn $(CURDIR) $(VENV)/collections/ansible_collections/homelab/pixels
+	touch $@
+
+venv: $(BIN)/ansible-playbook
+
+# Local Incus host: package, daemon, bridge, storage pool, local image.
+host: venv
+	ansible-playbook playbooks/incus_host.yml
+
+# The main job: a ready Incus host, then the example site playbook.
+site: host
+	ansible-playbook site.yml
+
+unit: venv
+	pytest tests/unit
+
+integration: host
+	pytest tests/integration
+
+sanity: venv
+	tests/sanity.sh
+
+# The whole suite, as CI runs it.
+test: host
+	pytest tests/unit tests/integration
+	tests/sanity.sh
+
+bench: host
+	$(BIN)/python tests/bench/run.py
+
+build: venv
+	ansible-galaxy collection build --force --output-path build/
+
+clean:
+	rm -rf build tests/output .pytest_cache
