@@ -1,0 +1,468 @@
+# -*- coding: utf-8 -*-
+# Copyright: homelab.pixels contributors
+# MIT License (see LICENSE)
+"""The Incus backend, over pylxd: local unix socket or remote HTTPS."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import secrets
+import stat
+import time
+import warnings
+
+try:
+    import pylxd
+    import requests
+    from pylxd import exceptions as pylxd_errors
+    from pylxd.client import get_session_for_url
+    HAS_PYLXD = True
+    PYLXD_IMPORT_ERROR = None
+except ImportError as exc:  # reported by the module with missing_required_lib
+    HAS_PYLXD = False
+    PYLXD_IMPORT_ERROR = exc
+
+from ansible_collections.homelab.pixels.plugins.module_utils.backend import (
+    META_IMAGE,
+    META_SOURCE,
+    Backend,
+    Checkpoint,
+    Sandbox,
+)
+from ansible_collections.homelab.pixels.plugins.module_utils.errors import PixelsError
+from ansible_collections.homelab.pixels.plugins.module_utils.names import is_sandbox, sandbox_name
+
+POLL_INTERVAL = 0.05
+_FINGERPRINT_RE = re.compile(r"^[0-9a-f]{12,64}$")
+_MEMORY_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B|B)?\s*$", re.IGNORECASE)
+_MEMORY_MIB = {"b": 1 / 1048576, "kb": 1000 / 1048576, "kib": 1 / 1024, "mb": 1e6 / 1048576,
+               "mib": 1, "gb": 1e9 / 1048576, "gib": 1024, "tb": 1e12 / 1048576, "tib": 1048576}
+
+
+def parse_memory_mib(value):
+    """Incus' limits.memory ("2048MiB", "2GiB", "1073741824") in MiB; None if relative or unset."""
+    if not value:
+        return None
+    match = _MEMORY_RE.match(str(value))
+    if not match:
+        return None
+    unit = (match.group(2) or "B").lower()
+    return int(round(float(match.group(1)) * _MEMORY_MIB[unit]))
+
+
+def _parse_cpu(value):
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None  # a pinned set such as "0-3" or unset
+
+
+def sandbox_from_api(data):
+    """A Sandbox from an Incus instance object (recursion=1 or 2 adds state)."""
+    config = data.get("expanded_config") or data.get("config") or {}
+    state = data.get("state") or {}
+    ipv4, ipv6 = [], []
+    for ifname, nic in sorted((state.get("network") or {}).items()):
+        if ifname == "lo":
+            continue
+        for addr in nic.get("addresses") or []:
+            if addr.get("scope") != "global":
+                continue
+            (ipv4 if addr.get("family") == "inet" else ipv6).append(addr["address"])
+    snapshots = data.get("snapshots") or []
+    return Sandbox(
+        instance=data["name"],
+        status=str(data.get("status", "unknown")).lower(),
+        ipv4=ipv4,
+        ipv6=ipv6,
+        image=config.get(META_IMAGE),
+        source=config.get(META_SOURCE),
+        cpu=_parse_cpu(config.get("limits.cpu")),
+        memory=parse_memory_mib(config.get("limits.memory")),
+        created_at=data.get("created_at"),
+        description=data.get("description") or "",
+        checkpoints=[s["name"].split("/")[-1] if isinstance(s, dict) else s.split("/")[-1] for s in snapshots],
+        metadata={k: v for k, v in config.items() if k.startswith("user.")},
+    )
+
+
+def checkpoint_from_api(data):
+    size = data.get("size")
+    return Checkpoint(
+        label=data["name"].split("/")[-1],
+        created_at=data.get("created_at"),
+        size=size if isinstance(size, int) and size >= 0 else None,
+        stateful=bool(data.get("stateful")),
+    )
+
+
+def _limits_config(cpu, memory):
+    config = {}
+    if cpu is not None:
+        config["limits.cpu"] = str(cpu)
+    if memory is not None:
+        config["limits.memory"] = f"{memory}MiB"
+    return config
+
+
+class IncusBackend(Backend):
+    """Sandboxes on an Incus daemon."""
+
+    def __init__(self, socket=None, remote=None, client_cert=None, client_key=None,
+                 server_cert=None, project="default", validate_certs=True, timeout=60):
+        if not HAS_PYLXD:
+            raise PYLXD_IMPORT_ERROR
+        self.project = project or "default"
+        self.endpoint = remote or socket
+        if remote:
+            self.client = self._connect_remote(remote, client_cert, client_key, server_cert,
+                                               validate_certs, timeout)
+        else:
+            self.client = self._connect_socket(socket, timeout)
+        self._check_project()
+
+    # -- connection -------------------------------------------------------
+
+    def _connect_socket(self, path, timeout):
+        if not os.path.exists(path):
+            raise PixelsError(
+                f"The Incus socket {path} does not exist: is Incus installed and running "
+                f"(homelab.pixels.incus_host sets it up)? Set socket (or PIXELS_INCUS_SOCKET) "
+                f"to another path, or remote for an HTTPS daemon."
+            )
+        try:
+            mode = os.stat(path).st_mode
+        except OSError as exc:
+            raise PixelsError(f"Cannot stat the Incus socket {path}: {exc.strerror}.")
+        if not stat.S_ISSOCK(mode):
+            raise PixelsError(f"socket={path!r} is not a unix socket: point it at Incus' unix.socket.")
+        if not os.access(path, os.R_OK | os.W_OK):
+            raise PixelsError(
+                f"No permission to use the Incus socket {path}: run as root (become: true) "
+                f"or as a member of the incus-admin group."
+            )
+        return self._client(lambda: pylxd.Client(endpoint=path, timeout=timeout, project=self.project), path)
+
+    def _connect_remote(self, url, client_cert, client_key, server_cert, validate_certs, timeout):
+        if not url.startswith("https://"):
+            raise PixelsError(f"remote={url!r} must be an https:// URL such as https://incus.lan:8443.")
+        if bool(client_cert) != bool(client_key):
+            raise PixelsError("client_cert and client_key go together: set both for a remote Incus, or neither.")
+        for option, path in (("client_cert", client_cert), ("client_key", client_key), ("server_cert", server_cert)):
+            if path and not os.path.isfile(path):
+                raise PixelsError(f"{option}={path!r} does not exist or is not a file.")
+        if not client_cert:
+            raise PixelsError(
+                "A remote Incus needs a trusted client certificate: set client_cert and client_key "
+                "(add the certificate on the server with 'incus config trust add-certificate')."
+            )
+        if not validate_certs:
+            verify = False
+            warnings.filterwarnings("ignore", message="Unverified HTTPS request")
+        elif server_cert:
+            verify = server_cert  # pinned by fingerprint (pylxd's adapter)
+        else:
+            verify = True
+        url = url.rstrip("/")
+        cert = (client_cert, client_key)
+        session = get_session_for_url(url, verify=verify, cert=cert)
+        # REQUESTS_CA_BUNDLE/CURL_CA_BUNDLE would otherwise replace the pinned
+        # certificate with a system bundle (requests' merge of the environment).
+        session.trust_env = False
+        client = self._client(
+            lambda: pylxd.Client(endpoint=url, cert=cert, verify=verify, timeout=timeout,
+                                 project=self.project, session=session),
+            url, server_cert=server_cert, validate_certs=validate_certs,
+        )
+        if not client.trusted:
+            raise PixelsError(
+                f"The Incus server at {url} does not trust client_cert {client_cert}: add it with "
+                f"'incus config trust add-certificate {os.path.basename(client_cert)}' on the server."
+            )
+        return client
+
+    def _client(self, make, where, server_cert=None, validate_certs=True):
+        try:
+            return make()
+        except pylxd_errors.ClientConnectionFailed as exc:
+            raise PixelsError(self._connection_message(where, str(exc), server_cert, validate_certs))
+        except requests.exceptions.SSLError as exc:
+            raise PixelsError(self._connection_message(where, str(exc), server_cert, validate_certs))
+        except requests.exceptions.RequestException as exc:
+            raise PixelsError(f"Cannot reach Incus at {where}: {exc}")
+        except pylxd_errors.LXDAPIException as exc:
+            raise PixelsError(f"Incus at {where} refused the connection: {exc}")
+
+    @staticmethod
+    def _connection_message(where, detail, server_cert, validate_certs):
+        lowered = detail.lower()
+        if "fingerprint" in lowered or "certificate" in lowered or "ssl" in lowered:
+            if server_cert:
+                return (f"The Incus server at {where} did not present the certificate in server_cert="
+                        f"{server_cert} (pinned by fingerprint): copy the server's certificate "
+                        f"(/var/lib/incus/server.crt on the Incus host) there. Detail: {detail}")
+            if validate_certs:
+                return (f"TLS verification of {where} failed: set server_cert to the server's "
+                        f"certificate (/var/lib/incus/server.crt on the Incus host), or "
+                        f"validate_certs: false to skip verification. Detail: {detail}")
+        if "permission denied" in lowered:
+            return (f"No permission to use the Incus socket {where}: run as root (become: true) "
+                    f"or as a member of the incus-admin group.")
+        if "connection refused" in lowered or "no such file" in lowered:
+            return f"Nothing answers at {where}: is the Incus daemon running? Detail: {detail}"
+        return f"Cannot connect to Incus at {where}: {detail}"
+
+    def _check_project(self):
+        if self.project == "default":
+            return
+        with self._errors(f"looking up project {self.project}"):
+            try:
+                self.client.api.projects[self.project].get()
+            except pylxd_errors.NotFound:
+                raise PixelsError(
+                    f"project={self.project!r} does not exist on {self.endpoint}: create it "
+                    f"('incus project create {self.project}') or pick another."
+                )
+
+    @contextlib.contextmanager
+    def _errors(self, action):
+        """Turn API and transport failures into one clear PixelsError."""
+        try:
+            yield
+        except PixelsError:
+            raise
+        except pylxd_errors.LXDAPIException as exc:
+            raise PixelsError(f"Incus failed {action}: {exc}")
+        except requests.exceptions.RequestException as exc:
+            raise PixelsError(f"Lost the connection to Incus at {self.endpoint} while {action}: {exc}")
+
+    def _wait(self, response):
+        """Wait for the operation a response started; raise its error."""
+        body = response.json()
+        if body.get("type") == "async":
+            operation = self.client.operations.wait_for_operation(body["operation"])
+            if getattr(operation, "status", "Success") != "Success":
+                raise PixelsError(getattr(operation, "err", None) or f"operation {operation.id} failed")
+            return operation
+        return None
+
+    def _api(self, instance):
+        return self.client.api.instances[instance]
+
+    # -- sandboxes --------------------------------------------------------
+
+    def _instance_data(self, instance):
+        try:
+            return self._api(instance).get(params={"recursion": 1}).json()["metadata"]
+        except pylxd_errors.NotFound:
+            return None
+
+    def get_sandbox(self, instance):
+        with self._errors(f"reading {instance}"):
+            data = self._instance_data(instance)
+        return sandbox_from_api(data) if data else None
+
+    def list_sandboxes(self):
+        with self._errors("listing sandboxes"):
+            items = self.client.api.instances.get(params={"recursion": 2}).json()["metadata"]
+        return [sandbox_from_api(item) for item in items if is_sandbox(item["name"])]
+
+    def _image_source(self, image, image_server):
+        with self._errors(f"looking up image {image}"):
+            try:
+                self.client.api.images.aliases[image].get()
+                return {"type": "image", "alias": image}
+            except pylxd_errors.NotFound:
+                pass
+            if _FINGERPRINT_RE.match(image):
+                try:
+                    self.client.api.images[image].get()
+                    return {"type": "image", "fingerprint": image}
+                except pylxd_errors.NotFound:
+                    pass
+        if not image_server:
+            raise PixelsError(
+                f"image={image!r} is neither a local image alias nor a fingerprint, and no "
+                f"image_server is set to pull it from: import it, or set image_server."
+            )
+        return {"type": "image", "mode": "pull", "server": image_server,
+                "protocol": "simplestreams", "alias": image}
+
+    def create_sandbox(self, instance, image, image_server=None, cpu=None, memory=None,
+                       pool=None, description="", start=True):
+        body = {
+            "name": instance,
+            "type": "container",
+            "description": description or "",
+            "source": self._image_source(image, image_server),
+            "config": dict(_limits_config(cpu, memory), **{META_IMAGE: image}),
+        }
+        if pool:
+            body["devices"] = {"root": {"type": "disk", "path": "/", "pool": pool}}
+        self._create(instance, body, start)
+
+    def clone_sandbox(self, instance, source, label=None, cpu=None, memory=None,
+                      description="", start=True):
+        temporary = None
+        if label is None:
+            # A snapshot freezes the running source for a consistent copy.
+            temporary = "px-clone-" + secrets.token_hex(4)
+            self.create_checkpoint(source, temporary)
+        try:
+            snapshot = self._snapshot_data(source, label or temporary)
+            config = {k: v for k, v in (snapshot.get("config") or {}).items()
+                      if not k.startswith("volatile.")}
+            config.update(_limits_config(cpu, memory))
+            config[META_SOURCE] = sandbox_name(source) + (":" + label if label else "")
+            body = {
+                "name": instance,
+                "type": "container",
+                "description": description or "",
+                "source": {"type": "copy", "source": f"{source}/{label or temporary}"},
+                "config": config,
+                "devices": snapshot.get("devices") or {},
+                "profiles": snapshot.get("profiles") or ["default"],
+            }
+            self._create(instance, body, start)
+        finally:
+            if temporary:
+                self.delete_checkpoint(source, temporary)
+
+    def _snapshot_data(self, instance, label):
+        with self._errors(f"reading checkpoint {label} of {instance}"):
+            try:
+                self._api(instance).get()
+            except pylxd_errors.NotFound:
+                raise PixelsError(f"source sandbox {sandbox_name(instance)!r} ({instance}) does not exist.")
+            try:
+                return self._api(instance).snapshots[label].get().json()["metadata"]
+            except pylxd_errors.NotFound:
+                labels = [c.label for c in self.list_checkpoints(instance)]
+                raise PixelsError(
+                    f"{sandbox_name(instance)!r} has no checkpoint {label!r}; its checkpoints are: "
+                    f"{', '.join(labels) or 'none'}."
+                )
+
+    def _create(self, instance, body, start):
+        """POST the instance; on any later failure remove it again."""
+        with self._errors(f"creating {instance}"):
+            try:
+                response = self.client.api.instances.post(json=body)
+            except pylxd_errors.Conflict:
+                raise PixelsError(f"{instance} already exists.")
+            try:
+                self._wait(response)
+            except Exception:
+                self._discard(instance)
+                raise
+        if start:
+            try:
+                self.start(instance)
+            except Exception:
+                self._discard(instance)
+                raise
+
+    def _discard(self, instance):
+        """Best-effort removal of an instance this run created."""
+        with contextlib.suppress(Exception):
+            self.delete(instance)
+
+    def _set_state(self, instance, action, timeout=30, force=False):
+        with self._errors(f"{action.rstrip('e')}ing {instance}"):
+            response = self._api(instance).state.put(
+                json={"action": action, "timeout": timeout, "force": force})
+            self._wait(response)
+
+    def start(self, instance):
+        self._set_state(instance, "start")
+
+    def stop(self, instance, timeout=30):
+        try:
+            self._set_state(instance, "stop", timeout=timeout)
+        except PixelsError:
+            self._set_state(instance, "stop", force=True)
+
+    def restart(self, instance, timeout=30):
+        try:
+            self._set_state(instance, "restart", timeout=timeout)
+        except PixelsError:
+            self._set_state(instance, "restart", force=True)
+
+    def delete(self, instance):
+        with self._errors(f"deleting {instance}"):
+            try:
+                status = self._api(instance).state.get().json()["metadata"]["status"]
+            except pylxd_errors.NotFound:
+                return
+            if status.lower() != "stopped":
+                self._set_state(instance, "stop", force=True)
+            self._wait(self._api(instance).delete())
+
+    def set_limits(self, instance, cpu=None, memory=None):
+        config = _limits_config(cpu, memory)
+        if config:
+            with self._errors(f"changing the limits of {instance}"):
+                self._wait(self._api(instance).patch(json={"config": config}))
+
+    def host_limits(self):
+        with self._errors("reading the host's resources"):
+            resources = self.client.api.resources.get().json()["metadata"]
+        return int(resources["cpu"]["total"]), int(resources["memory"]["total"]) // 1048576
+
+    def wait_for_address(self, instance, timeout):
+        deadline = time.monotonic() + timeout
+        while True:
+            with self._errors(f"waiting for {instance}"):
+                try:
+                    state = self._api(instance).state.get().json()["metadata"]
+                except pylxd_errors.NotFound:
+                    raise PixelsError(f"{instance} disappeared while waiting for its IPv4 address.")
+            sandbox = sandbox_from_api({"name": instance, "status": state.get("status"), "state": state})
+            if sandbox.ipv4:
+                return sandbox
+            if sandbox.status != "running":
+                raise PixelsError(f"{instance} is {sandbox.status}, not running: it cannot get an address.")
+            if time.monotonic() >= deadline:
+                raise PixelsError(
+                    f"{instance} got no IPv4 address within {timeout} s: check that its image "
+                    f"runs a DHCP client and its network has DHCP (incus info {instance} --show-log), "
+                    f"or raise wait_timeout."
+                )
+            time.sleep(POLL_INTERVAL)
+
+    def run(self, instance, argv, timeout=None):
+        body = {"command": list(argv), "wait-for-websocket": False, "interactive": False,
+                "record-output": False, "environment": {}}
+        with self._errors(f"running {argv[0]} in {instance}"):
+            operation = self._wait(self._api(instance)["exec"].post(json=body))
+        return int((operation.metadata or {}).get("return", -1))
+
+    # -- checkpoints ------------------------------------------------------
+
+    def list_checkpoints(self, instance):
+        with self._errors(f"listing the checkpoints of {instance}"):
+            try:
+                items = self._api(instance).snapshots.get(params={"recursion": 1}).json()["metadata"]
+            except pylxd_errors.NotFound:
+                raise PixelsError(f"sandbox {sandbox_name(instance)!r} ({instance}) does not exist.")
+        checkpoints = [checkpoint_from_api(item) for item in items]
+        return sorted(checkpoints, key=lambda c: c.created_at or "")
+
+    def create_checkpoint(self, instance, label):
+        with self._errors(f"checkpointing {instance} as {label}"):
+            self._wait(self._api(instance).snapshots.post(json={"name": label, "stateful": False}))
+
+    def delete_checkpoint(self, instance, label):
+        with self._errors(f"deleting checkpoint {label} of {instance}"):
+            self._wait(self._api(instance).snapshots[label].delete())
+
+    def restore_checkpoint(self, instance, label):
+        was_running = self.get_sandbox(instance).running
+        if was_running:
+            self.stop(instance)
+        with self._errors(f"restoring {instance} to {label}"):
+            self._wait(self._api(instance).put(json={"restore": label}))
+        if was_running:
+            self.start(instance)
