@@ -12,9 +12,9 @@ from ansible_collections.homelab.pixels.plugins.module_utils.errors import Pixel
 
 PREFIX = "px-"
 
-# Incus instance names are hostnames: 1-63 of [A-Za-z0-9-], no leading digit
-# or hyphen, no trailing hyphen.
-_INSTANCE_RE = re.compile(r"^[A-Za-z][A-Za-z0-9-]{0,61}[A-Za-z0-9]$|^[A-Za-z]$")
+# Incus instance names are hostnames: at most 63 of [A-Za-z0-9-], no leading
+# digit or hyphen, no trailing hyphen. The bare part after px- may start with a digit.
+_BARE_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?$")
 # Snapshot names end up in URLs and on disk: keep them to a safe alphabet.
 _LABEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 
@@ -27,10 +27,10 @@ def instance_name(name, option="name"):
     if not isinstance(name, str) or not name:
         raise PixelsError(f"{option} must be a non-empty string such as 'mybox'.")
     full = name if name.startswith(PREFIX) else PREFIX + name
-    if full == PREFIX or not _INSTANCE_RE.match(full):
+    if len(full) > 63 or not _BARE_RE.match(full[len(PREFIX):]):
         raise PixelsError(
             f"{option}={name!r} is not a valid sandbox name: use letters, digits and "
-            f"hyphens, start with a letter, do not end with a hyphen, and keep it to "
+            f"hyphens, start and end with a letter or digit, and keep it to "
             f"{63 - len(PREFIX)} characters (the instance is named '{PREFIX}<name>')."
         )
     return full

@@ -141,8 +141,8 @@ def main_logic(module):
         raise PixelsError(f"state={state} needs label: name the checkpoint to {'delete' if state == 'absent' else 'restore'}.")
 
     backend = module.backend
-    existing = {c.label: c for c in backend.list_checkpoints(instance)}
-    before = sorted(existing, key=lambda k: existing[k].created_at or "")
+    existing = {c.label: c for c in backend.list_checkpoints(instance)}  # oldest first
+    before = list(existing)
     changed = False
     if state == "present":
         changed = label not in existing
@@ -171,7 +171,7 @@ def main_logic(module):
             {} if state == "absent" else {"label": label})
     else:
         current = {c.label: c for c in backend.list_checkpoints(instance)}
-        after = sorted(current, key=lambda k: current[k].created_at or "")
+        after = list(current)
         checkpoint = current[label].as_dict() if label in current else {}
     module.exit_json(changed=changed, checkpoint=checkpoint, checkpoints=after,
                      diff={"before": {"checkpoints": before}, "after": {"checkpoints": after}})
