@@ -1,5 +1,6 @@
 """Make `ansible_collections.homelab.pixels` importable from the work tree."""
 
+
 import os
 import sys
 import tempfile
@@ -27,3 +28,5 @@ COLLECTIONS_ROOT = collections_root()
 if COLLECTIONS_ROOT not in sys.path:
     sys.path.insert(0, COLLECTIONS_ROOT)
 os.environ["ANSIBLE_COLLECTIONS_PATH"] = COLLECTIONS_ROOT
+
+pytest_plugins = ["ansible_fixtures"]

@@ -1,6 +1,6 @@
 # -*- coding: utf-8 -*-
-# Copyright: homelab.pixels contributors
-# MIT License (see LICENSE)
+# Copyright: (c) 2026, homelab.pixels contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Sandbox, checkpoint and source names: the `px-` prefix and Incus' naming rules."""
 
 from __future__ import annotations
@@ -66,7 +66,7 @@ def parse_source(source, option="source"):
             f"{option}={source!r} must be 'box' (clone the current state of sandbox box) "
             f"or 'box:label' (clone its checkpoint label)."
         )
-    name, _, label = source.partition(":")
-    if ":" in source and not label:
+    name, separator, label = source.partition(":")
+    if separator and not label:
         raise PixelsError(f"{option}={source!r} names no checkpoint after ':': use 'box:label' or just 'box'.")
     return instance_name(name, option), (check_label(label, option) if label else None)

@@ -1,7 +1,7 @@
 #!/usr/bin/python
 # -*- coding: utf-8 -*-
-# Copyright: homelab.pixels contributors
-# MIT License (see LICENSE)
+# Copyright: (c) 2026, homelab.pixels contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ description:
   - New sandboxes can be cloned from a checkpoint with
     M(homelab.pixels.pixels_container) and O(homelab.pixels.pixels_container#module:source=box:label).
 author:
-  - homelab.pixels developers
+  - homelab.pixels developers (@homelab-pixels)
 options:
   name:
     description:
@@ -49,6 +49,7 @@ options:
     default: 120
 extends_documentation_fragment:
   - homelab.pixels.connection
+  - homelab.pixels.attributes
 attributes:
   check_mode:
     support: full

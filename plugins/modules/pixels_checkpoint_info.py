@@ -1,7 +1,7 @@
 #!/usr/bin/python
 # -*- coding: utf-8 -*-
-# Copyright: homelab.pixels contributors
-# MIT License (see LICENSE)
+# Copyright: (c) 2026, homelab.pixels contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ version_added: 0.1.0
 description:
   - Returns the checkpoints of a sandbox, oldest first, with creation time and size.
 author:
-  - homelab.pixels developers
+  - homelab.pixels developers (@homelab-pixels)
 options:
   name:
     description:
@@ -25,6 +25,7 @@ options:
     type: str
 extends_documentation_fragment:
   - homelab.pixels.connection
+  - homelab.pixels.attributes
 attributes:
   check_mode:
     support: full

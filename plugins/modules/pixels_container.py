@@ -1,7 +1,7 @@
 #!/usr/bin/python
 # -*- coding: utf-8 -*-
-# Copyright: homelab.pixels contributors
-# MIT License (see LICENSE)
+# Copyright: (c) 2026, homelab.pixels contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ description:
   - On any failure while creating, the half-made sandbox is removed; nothing that existed
     before the task is touched.
 author:
-  - homelab.pixels developers
+  - homelab.pixels developers (@homelab-pixels)
 options:
   name:
     description:
@@ -98,6 +98,7 @@ options:
     default: 30
 extends_documentation_fragment:
   - homelab.pixels.connection
+  - homelab.pixels.attributes
 attributes:
   check_mode:
     support: full

@@ -1,7 +1,7 @@
 #!/usr/bin/python
 # -*- coding: utf-8 -*-
-# Copyright: homelab.pixels contributors
-# MIT License (see LICENSE)
+# Copyright: (c) 2026, homelab.pixels contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ description:
   - Returns the C(px-) sandboxes of an Incus project with their status, addresses and limits.
   - All sandboxes are read with one request.
 author:
-  - homelab.pixels developers
+  - homelab.pixels developers (@homelab-pixels)
 options:
   name:
     description:
@@ -21,6 +21,7 @@ options:
     type: str
 extends_documentation_fragment:
   - homelab.pixels.connection
+  - homelab.pixels.attributes
 attributes:
   check_mode:
     support: full

@@ -1,0 +1,104 @@
+"""Integration fixtures: a real Incus daemon, an Incus project of the tests' own.
+
+Every instance the tests make lives in that project and is deleted afterwards,
+even when a test fails; the project itself is deleted at the end of the session.
+"""
+
+import os
+import subprocess
+
+import pylxd
+import pytest
+
+
+SOCKET = os.environ.get("PIXELS_TEST_SOCKET", "/var/lib/incus/unix.socket")
+PROJECT = os.environ.get("PIXELS_TEST_PROJECT", "pixels-test")
+IMAGE = os.environ.get("PIXELS_TEST_IMAGE", "debian/12")
+
+
+def incus_cli(*args, check=True, timeout=300):
+    """The incus CLI in the test project (for checks independent of our code)."""
+    proc = subprocess.run(["incus", "--project", PROJECT, *args], capture_output=True, text=True, timeout=timeout, check=False)
+    if check and proc.returncode:
+        raise AssertionError(f"incus {' '.join(args)} failed: {proc.stderr}")
+    return proc
+
+
+def in_sandbox(instance, command, check=True):
+    """Run a shell command inside an instance; its stdout."""
+    return incus_cli("exec", instance, "--", "sh", "-c", command, check=check).stdout
+
+
+def instance_names(client):
+    # recursion=1: pylxd's name-only listing keeps "?project=..." in the names
+    return sorted(i["name"] for i in client.api.instances.get(params={"recursion": 1}).json()["metadata"])
+
+
+def snapshot_names(client, instance):
+    items = client.api.instances[instance].snapshots.get(params={"recursion": 1}).json()["metadata"]
+    return sorted(i["name"] for i in items)
+
+
+def delete_instances(client, keep=()):
+    for name in instance_names(client):
+        if name in keep:
+            continue
+        subprocess.run(["incus", "--project", PROJECT, "delete", "--force", name],
+                       capture_output=True, timeout=300, check=False)
+
+
+@pytest.fixture(scope="session")
+def incus_admin():
+    """pylxd client on the default project (to create and delete the test project)."""
+    if not os.path.exists(SOCKET):
+        pytest.fail(f"No Incus socket at {SOCKET}: run `make host` to set up the local Incus first.")
+    return pylxd.Client(endpoint=SOCKET)
+
+
+@pytest.fixture(scope="session")
+def incus(incus_admin, tmp_path_factory):
+    """pylxd client on the test project, with the PIXELS_* environment pointing at it."""
+    if not incus_admin.projects.exists(PROJECT):
+        # Share the default project's images and profiles (bridge NIC, root disk).
+        incus_admin.projects.create(PROJECT, config={"features.images": "false", "features.profiles": "false"})
+    client = pylxd.Client(endpoint=SOCKET, project=PROJECT)
+    delete_instances(client)  # leftovers of an interrupted run
+    saved = dict(os.environ)
+    os.environ.update({
+        "PIXELS_INCUS_SOCKET": SOCKET,
+        "PIXELS_INCUS_PROJECT": PROJECT,
+        "PIXELS_DEFAULT_IMAGE": IMAGE,
+        "PIXELS_DEFAULT_CPU": "1",
+        "PIXELS_DEFAULT_MEMORY": "512",
+        "XDG_CONFIG_HOME": str(tmp_path_factory.mktemp("xdg")),
+    })
+    for key in ("PIXELS_CONFIG", "PIXELS_INCUS_REMOTE"):
+        os.environ.pop(key, None)
+    yield client
+    os.environ.clear()
+    os.environ.update(saved)
+    delete_instances(client)
+    try:
+        incus_admin.projects.get(PROJECT).delete()
+    except Exception as exc:  # reported, not fatal: the next run reuses it
+        print(f"could not delete project {PROJECT}: {exc}")
+
+
+@pytest.fixture
+def cleanup(incus, request):
+    """Delete, after the test, every instance not owned by a longer-lived fixture."""
+    keep = set(instance_names(incus))
+    yield
+    delete_instances(incus, keep=keep)
+
+
+@pytest.fixture(scope="session")
+def golden(incus, ansible):
+    """A running sandbox `golden` with a checkpoint `ready` holding /root/marker=ready."""
+    result = ansible.module("pixels_container", name="golden")
+    assert not result.get("failed"), result
+    in_sandbox("px-golden", "echo ready > /root/marker")
+    result = ansible.module("pixels_checkpoint", name="golden", label="ready")
+    assert result["changed"], result
+    yield "golden"
+    incus_cli("delete", "--force", "px-golden", check=False)

@@ -1,0 +1,144 @@
+"""Every bad input fails with a message naming the option and the fix, and changes nothing."""
+
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from conftest import in_sandbox, instance_names, snapshot_names
+
+
+def failed(result, *needles):
+    assert result.get("failed"), result
+    message = result["msg"]
+    for needle in needles:
+        assert needle in message, message
+    assert "Traceback" not in message
+    return message
+
+
+@pytest.mark.parametrize("args, needles", [
+    ({"name": "bad_name"}, ["name='bad_name'", "not a valid sandbox name"]),
+    ({"name": "x" * 61}, ["not a valid sandbox name", "60 characters"]),
+    ({"name": "ok", "source": "a:b:c"}, ["source='a:b:c'", "box:label"]),
+    ({"name": "ok", "source": "golden:"}, ["source='golden:'", "names no checkpoint"]),
+    ({"name": "ok", "source": "nosuchbox:ready"}, ["nosuchbox", "does not exist"]),
+    ({"name": "ok", "source": "golden:nosuchlabel"}, ["no checkpoint 'nosuchlabel'", "ready"]),
+    ({"name": "ok", "memory": 10}, ["memory=10 is out of range", "at least 64"]),
+    ({"name": "ok", "memory": 10 ** 9}, ["memory=1000000000 is out of range", "MiB"]),
+    ({"name": "ok", "cpu": 0}, ["cpu=0 is out of range"]),
+    ({"name": "ok", "cpu": 4096}, ["cpu=4096 is out of range", "CPUs"]),
+    ({"name": "ok", "image": "debian/12", "source": "golden"}, ["mutually exclusive", "image", "source"]),
+    ({"name": "ok", "state": "sideways"}, ["state", "one of"]),
+    ({"name": "ok", "wait_timeout": 0}, ["wait_timeout"]),
+    ({"name": "ok", "image": "no/such-image", "image_server": ""}, ["no/such-image", "image_server"]),
+])
+def test_container_bad_input(ansible, incus, golden, cleanup, args, needles):
+    before = instance_names(incus)
+    failed(ansible.module("pixels_container", **args), *needles)
+    assert instance_names(incus) == before
+
+
+@pytest.mark.parametrize("args, needles", [
+    ({"name": "golden", "label": "bad label"}, ["label='bad label'", "not a valid checkpoint label"]),
+    ({"name": "golden", "state": "restored"}, ["needs label"]),
+    ({"name": "golden", "state": "absent"}, ["needs label"]),
+    ({"name": "golden", "label": "nope", "state": "restored"}, ["no checkpoint 'nope'", "ready"]),
+    ({"name": "nosuchbox", "label": "x"}, ["nosuchbox", "does not exist"]),
+])
+def test_checkpoint_bad_input(ansible, incus, golden, args, needles):
+    failed(ansible.module("pixels_checkpoint", **args), *needles)
+    assert snapshot_names(incus, "px-golden") == ["ready"]
+
+
+def test_missing_socket(ansible, incus):
+    failed(ansible.module("pixels_container_info", socket="/nonexistent/unix.socket"),
+           "/nonexistent/unix.socket does not exist", "PIXELS_INCUS_SOCKET")
+
+
+def test_socket_that_is_not_a_socket(ansible, incus, tmp_path):
+    path = tmp_path / "plain-file"
+    path.write_text("")
+    failed(ansible.module("pixels_container_info", socket=str(path)), "is not a unix socket")
+
+
+def test_socket_nobody_listens_on(ansible, incus, tmp_path):
+    path = str(tmp_path / "dead.socket")
+    sock = socket.socket(socket.AF_UNIX)
+    sock.bind(path)
+    sock.close()  # bound but never listening: connections are refused
+    failed(ansible.module("pixels_container_info", socket=path), "Nothing answers", "Incus daemon running")
+
+
+def test_unreadable_socket(ansible, incus, tmp_path):
+    """A user outside incus-admin gets a clear permission message."""
+    home = tmp_path / "nobody"
+    home.mkdir()
+    os.chown(home, 65534, 65534)
+    env = ansible.env({"HOME": str(home), "ANSIBLE_LOCAL_TEMP": str(home / "tmp"),
+                       "ANSIBLE_REMOTE_TEMP": str(home / "tmp")})
+    inventory = home / "inventory.ini"
+    inventory.write_text(f"localhost ansible_connection=local ansible_python_interpreter={sys.executable}\n")
+    proc = subprocess.run(
+        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--",
+         os.path.join(os.path.dirname(sys.executable), "ansible"), "localhost", "-i", str(inventory),
+         "-m", "homelab.pixels.pixels_container_info"],
+        capture_output=True, text=True, env=env, timeout=120, check=False)
+    result = ansible._parse(proc).results
+    assert result, proc.stdout + proc.stderr
+    failed(result[0][2], "No permission to use the Incus socket", "incus-admin")
+
+
+def test_bad_config_file(ansible, incus, tmp_path):
+    path = tmp_path / "config.toml"
+    path.write_text("[incus\n")
+    failed(ansible.module("pixels_container_info", config_file=str(path)), str(path), "not valid TOML")
+    failed(ansible.module("pixels_container_info", config_file=str(tmp_path / "none.toml")),
+           "config_file", "does not exist")
+
+
+def test_config_file_fallback_is_used(ansible, incus, golden, tmp_path):
+    path = tmp_path / "config.toml"
+    path.write_text('[incus]\nproject = "no-such-project"\n')
+    env_project = os.environ.pop("PIXELS_INCUS_PROJECT")
+    try:
+        failed(ansible.module("pixels_container_info", config_file=str(path)),
+               "project='no-such-project' does not exist")
+    finally:
+        os.environ["PIXELS_INCUS_PROJECT"] = env_project
+
+
+def test_missing_pylxd_names_library_and_interpreter(ansible, incus, tmp_path):
+    bare = tmp_path / "bare"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(bare)], check=True)
+    python = str(bare / "bin" / "python")
+    inventory = tmp_path / "inventory.ini"
+    inventory.write_text(f"localhost ansible_connection=local ansible_python_interpreter={python}\n")
+    proc = subprocess.run(
+        [os.path.join(os.path.dirname(sys.executable), "ansible"), "localhost", "-i", str(inventory),
+         "-m", "homelab.pixels.pixels_container_info"],
+        capture_output=True, text=True, env=ansible.env(), timeout=120, check=False)
+    results = ansible._parse(proc).results
+    assert results, proc.stdout + proc.stderr
+    failed(results[0][2], "pylxd", python)
+
+
+def test_failed_create_removes_what_it_made(ansible, incus, golden, cleanup):
+    """A clone that never gets an address is removed again; its source is untouched."""
+    in_sandbox("px-golden", "mv /etc/network/interfaces /etc/network/interfaces.off")
+    try:
+        ansible.module("pixels_checkpoint", name="golden", label="nonet")
+    finally:
+        in_sandbox("px-golden", "mv /etc/network/interfaces.off /etc/network/interfaces")
+    try:
+        message = failed(ansible.module("pixels_container", name="nonet", source="golden:nonet", wait_timeout=5),
+                         "no IPv4 address within 5 s", "removed again")
+        assert "wait_timeout" in message
+        assert not incus.instances.exists("px-nonet")
+        golden_box = incus.instances.get("px-golden")
+        assert golden_box.status == "Running"
+        assert snapshot_names(incus, "px-golden") == ["nonet", "ready"]
+    finally:
+        ansible.module("pixels_checkpoint", name="golden", label="nonet", state="absent")

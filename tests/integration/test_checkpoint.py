@@ -1,0 +1,67 @@
+"""pixels_checkpoint and pixels_checkpoint_info against a real Incus."""
+
+from conftest import in_sandbox, instance_names, snapshot_names
+
+
+def test_checkpoint_create_list_restore_delete(ansible, incus, cleanup):
+    ansible.module("pixels_container", name="cp")
+    in_sandbox("px-cp", "echo before > /root/state")
+
+    made = ansible.module("pixels_checkpoint", name="cp", label="one")
+    assert made["changed"] and made["checkpoint"]["label"] == "one" and made["checkpoints"] == ["one"]
+    assert ansible.module("pixels_checkpoint", name="cp", label="one")["changed"] is False
+
+    in_sandbox("px-cp", "echo after > /root/state; touch /root/new")
+    stamped = ansible.module("pixels_checkpoint", name="cp")
+    assert stamped["changed"] and stamped["checkpoint"]["label"].startswith("px-")
+
+    listed = ansible.module("pixels_checkpoint_info", name="cp")["checkpoints"]
+    assert [c["label"] for c in listed] == ["one", stamped["checkpoint"]["label"]]
+    for checkpoint in listed:
+        assert checkpoint["created_at"] and checkpoint["stateful"] is False
+        assert checkpoint["size"] is None or checkpoint["size"] >= 0
+    only = ansible.module("pixels_checkpoint_info", name="cp", label="one")["checkpoints"]
+    assert [c["label"] for c in only] == ["one"]
+
+    restored = ansible.module("pixels_checkpoint", name="cp", label="one", state="restored")
+    assert restored["changed"], restored
+    assert in_sandbox("px-cp", "cat /root/state").strip() == "before"
+    assert in_sandbox("px-cp", "test -e /root/new && echo yes || echo no").strip() == "no"
+    assert incus.instances.get("px-cp").status == "Running"
+    assert ansible.module("pixels_container_info", name="cp")["sandboxes"][0]["ipv4"]
+
+    deleted = ansible.module("pixels_checkpoint", name="cp", label="one", state="absent")
+    assert deleted["changed"] and "one" not in deleted["checkpoints"]
+    assert ansible.module("pixels_checkpoint", name="cp", label="one", state="absent")["changed"] is False
+
+
+def test_restore_of_a_stopped_sandbox_leaves_it_stopped(ansible, incus, cleanup):
+    ansible.module("pixels_container", name="cpstop")
+    in_sandbox("px-cpstop", "echo v1 > /root/v")
+    ansible.module("pixels_checkpoint", name="cpstop", label="v1")
+    in_sandbox("px-cpstop", "echo v2 > /root/v")
+    ansible.module("pixels_container", name="cpstop", state="stopped")
+    assert ansible.module("pixels_checkpoint", name="cpstop", label="v1", state="restored")["changed"]
+    assert incus.instances.get("px-cpstop").status == "Stopped"
+    ansible.module("pixels_container", name="cpstop", state="started")
+    assert in_sandbox("px-cpstop", "cat /root/v").strip() == "v1"
+
+
+def test_checkpoint_check_mode(ansible, incus, cleanup):
+    ansible.module("pixels_container", name="cpcheck")
+    result = ansible.adhoc("pixels_checkpoint", check=True, diff=True, name="cpcheck", label="x")
+    assert result["changed"] and result["diff"]["after"]["checkpoints"] == ["x"]
+    assert snapshot_names(incus, "px-cpcheck") == []
+    ansible.module("pixels_checkpoint", name="cpcheck", label="x")
+    assert ansible.adhoc("pixels_checkpoint", check=True, name="cpcheck", label="x", state="absent")["changed"]
+    assert ansible.adhoc("pixels_checkpoint", check=True, name="cpcheck", label="x", state="restored")["changed"]
+    assert snapshot_names(incus, "px-cpcheck") == ["x"]
+
+
+def test_destroy_removes_checkpoints(ansible, incus, cleanup):
+    ansible.module("pixels_container", name="cpgone", state="stopped")
+    ansible.module("pixels_checkpoint", name="cpgone", label="a")
+    assert ansible.module("pixels_container", name="cpgone", state="absent")["changed"]
+    assert not incus.instances.exists("px-cpgone")
+    again = ansible.module("pixels_container", name="cpgone", state="stopped")
+    assert again["sandbox"]["checkpoints"] == []

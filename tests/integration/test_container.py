@@ -1,0 +1,131 @@
+"""pixels_container and pixels_container_info against a real Incus."""
+
+from conftest import in_sandbox, incus_cli, instance_names, snapshot_names
+
+
+def test_create_from_image_then_idempotent(ansible, incus, cleanup):
+    result = ansible.module("pixels_container", name="life", cpu=1, memory=384)
+    assert result["changed"] and not result.get("failed"), result
+    box = result["sandbox"]
+    assert (box["name"], box["instance"], box["status"]) == ("life", "px-life", "running")
+    assert box["ipv4"] and box["ipv4"][0].startswith("10.")
+    assert (box["cpu"], box["memory"], box["image"]) == (1, 384, "debian/12")
+    assert box["created_at"]
+    assert incus.instances.get("px-life").status == "Running"
+
+    again = ansible.module("pixels_container", name="life", cpu=1, memory=384)
+    assert again["changed"] is False, again
+    assert again["sandbox"]["ipv4"] == box["ipv4"]
+
+    info = ansible.module("pixels_container_info", name="life")
+    assert info["exists"] and info["sandboxes"][0]["instance"] == "px-life"
+
+
+def test_stop_start_restart(ansible, incus, cleanup):
+    ansible.module("pixels_container", name="cycle", state="stopped")
+    assert incus.instances.get("px-cycle").status == "Stopped"
+    assert ansible.module("pixels_container", name="cycle", state="stopped")["changed"] is False
+
+    started = ansible.module("pixels_container", name="cycle", state="started")
+    assert started["changed"] and started["sandbox"]["status"] == "running" and started["sandbox"]["ipv4"]
+    assert ansible.module("pixels_container", name="cycle", state="started")["changed"] is False
+    assert ansible.module("pixels_container", name="cycle", state="present")["changed"] is False
+
+    boot_before = in_sandbox("px-cycle", "cat /proc/sys/kernel/random/boot_id; stat -c %Y /proc/1")
+    restarted = ansible.module("pixels_container", name="cycle", state="restarted")
+    assert restarted["changed"] and restarted["sandbox"]["status"] == "running"
+    assert in_sandbox("px-cycle", "cat /proc/sys/kernel/random/boot_id; stat -c %Y /proc/1") != boot_before
+
+    stopped = ansible.module("pixels_container", name="cycle", state="stopped")
+    assert stopped["changed"] and stopped["sandbox"]["status"] == "stopped"
+
+    gone = ansible.module("pixels_container", name="cycle", state="absent")
+    assert gone["changed"] and gone["sandbox"] == {}
+    assert not incus.instances.exists("px-cycle")
+    assert ansible.module("pixels_container", name="cycle", state="absent")["changed"] is False
+
+
+def test_check_mode_changes_nothing(ansible, incus, cleanup):
+    created = ansible.adhoc("pixels_container", check=True, diff=True, name="ghost")
+    assert created["changed"] and created["diff"]["after"]["state"] == "running", created
+    assert not incus.instances.exists("px-ghost")
+
+    ansible.module("pixels_container", name="ghost", cpu=1, memory=256)
+    resized = ansible.adhoc("pixels_container", check=True, name="ghost", memory=320)
+    assert resized["changed"] and resized["diff"]["after"]["memory"] == 320
+    stopped = ansible.adhoc("pixels_container", check=True, name="ghost", state="stopped")
+    assert stopped["changed"]
+    removed = ansible.adhoc("pixels_container", check=True, name="ghost", state="absent")
+    assert removed["changed"]
+    instance = incus.instances.get("px-ghost")
+    assert instance.status == "Running" and instance.config["limits.memory"] == "256MiB"
+
+
+def test_limits_reconciled_with_diff(ansible, incus, cleanup):
+    ansible.module("pixels_container", name="sized", cpu=1, memory=256)
+    result = ansible.adhoc("pixels_container", diff=True, name="sized", memory=448)
+    assert result["changed"]
+    assert result["diff"]["before"]["memory"] == 256 and result["diff"]["after"]["memory"] == 448
+    assert incus.instances.get("px-sized").config["limits.memory"] == "448MiB"
+    # applied live: the sandbox's cgroup (v2 or v1) shows the new limit
+    assert in_sandbox("px-sized", "cat /sys/fs/cgroup/memory.max 2>/dev/null"
+                                " || cat /sys/fs/cgroup/memory/memory.limit_in_bytes").strip() == str(448 * 1048576)
+    assert ansible.module("pixels_container", name="sized", memory=448)["changed"] is False
+
+
+def test_clone_from_checkpoint_and_current_state(ansible, incus, golden, cleanup):
+    in_sandbox("px-golden", "echo later > /root/after")
+    clone = ansible.module("pixels_container", name="fromcp", source="golden:ready")
+    assert clone["changed"] and clone["sandbox"]["source"] == "golden:ready", clone
+    assert in_sandbox("px-fromcp", "cat /root/marker").strip() == "ready"
+    assert in_sandbox("px-fromcp", "test -e /root/after && echo yes || echo no").strip() == "no"
+
+    current = ansible.module("pixels_container", name="fromnow", source="golden")
+    assert current["changed"] and current["sandbox"]["source"] == "golden"
+    assert in_sandbox("px-fromnow", "cat /root/after").strip() == "later"
+    # the temporary snapshot is gone again; the real checkpoint stays
+    assert snapshot_names(incus, "px-golden") == ["ready"]
+    # clones never carry the source's MAC address
+    macs = {n: incus.instances.get(n).config["volatile.eth0.hwaddr"] for n in ("px-golden", "px-fromcp", "px-fromnow")}
+    assert len(set(macs.values())) == 3, macs
+    in_sandbox("px-golden", "rm -f /root/after")
+
+
+def test_parallel_clones_get_distinct_macs_and_addresses(ansible, incus, golden, cleanup):
+    run = ansible.playbook("""
+        - hosts: localhost
+          gather_facts: false
+          tasks:
+            - name: clone
+              homelab.pixels.pixels_container:
+                name: "par{{ item }}"
+                source: golden:ready
+              loop: [1, 2, 3, 4, 5]
+              async: 300
+              poll: 0
+              register: jobs
+            - name: wait
+              ansible.builtin.async_status:
+                jid: "{{ item.ansible_job_id }}"
+              loop: "{{ jobs.results }}"
+              register: done
+              until: done.finished
+              retries: 300
+              delay: 1
+    """)
+    assert run.rc == 0, run.stdout + run.stderr
+    boxes = [r["sandbox"] for r in run.result("wait")["results"]]
+    assert sorted(b["name"] for b in boxes) == [f"par{i}" for i in range(1, 6)]
+    addresses = [b["ipv4"][0] for b in boxes]
+    macs = [incus.instances.get(f"px-par{i}").config["volatile.eth0.hwaddr"] for i in range(1, 6)]
+    assert len(set(addresses)) == 5, addresses
+    assert len(set(macs)) == 5, macs
+    for i in range(1, 6):
+        assert in_sandbox(f"px-par{i}", "cat /root/marker").strip() == "ready"
+
+
+def test_info_lists_only_sandboxes(ansible, incus, golden, cleanup):
+    incus_cli("init", "debian/12", "not-ours")
+    names = [s["name"] for s in ansible.module("pixels_container_info")["sandboxes"]]
+    assert "golden" in names and "not-ours" not in names
+    assert ansible.module("pixels_container_info", name="nothere")["exists"] is False
