@@ -77,10 +77,10 @@ class AnsibleRunner:
         contacted = getattr(self._localhost, fqcn)(**args).contacted
         return dict(contacted["localhost"])
 
-    def adhoc(self, module, /, check=False, diff=False, env=None, **args):
-        """Run one module with the ``ansible`` command (for --check and --diff)."""
+    def adhoc(self, module, /, check=False, diff=False, env=None, wrapper=(), **args):
+        """Run one module with the ``ansible`` command (for --check, --diff, or a wrapper command)."""
         fqcn = module if "." in module else f"homelab.pixels.{module}"
-        cmd = [os.path.join(BIN, "ansible"), "localhost", "-i", self.inventory, "-m", fqcn,
+        cmd = [*wrapper, os.path.join(BIN, "ansible"), "localhost", "-i", self.inventory, "-m", fqcn,
                "-a", json.dumps(args)]
         cmd += ["--check"] if check else []
         cmd += ["--diff"] if diff else []
