@@ -1,0 +1,134 @@
+"""The same scenarios over HTTPS: Incus on 127.0.0.1:8443 with a trusted client certificate."""
+
+import os
+import subprocess
+
+import pytest
+
+from conftest import PROJECT, in_sandbox
+
+pytestmark = pytest.mark.remote
+
+ADDRESS = "127.0.0.1:8443"
+SERVER_CERT = "/var/lib/incus/server.crt"
+
+
+def make_cert(directory, name):
+    crt, key = str(directory / f"{name}.crt"), str(directory / f"{name}.key")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:secp384r1",
+                    "-nodes", "-keyout", key, "-out", crt, "-days", "2", "-subj", f"/CN={name}"],
+                   check=True, capture_output=True)
+    return crt, key
+
+
+@pytest.fixture(scope="module")
+def remote(incus, tmp_path_factory):
+    """HTTPS listener and a client certificate restricted to the test project; undone afterwards."""
+    certs = tmp_path_factory.mktemp("certs")
+    crt, key = make_cert(certs, "pixels-test-client")
+    previous = subprocess.run(["incus", "config", "get", "core.https_address"],
+                              capture_output=True, text=True, check=True).stdout.strip()
+    if not previous:
+        subprocess.run(["incus", "config", "set", f"core.https_address={ADDRESS}"], check=True)
+    subprocess.run(["incus", "config", "trust", "add-certificate", crt, "--name", "pixels-test-client",
+                    "--restricted", "--projects", PROJECT], check=True)
+    fingerprint = subprocess.run(["openssl", "x509", "-in", crt, "-noout", "-fingerprint", "-sha256"],
+                                 capture_output=True, text=True, check=True).stdout
+    fingerprint = fingerprint.split("=", 1)[1].strip().replace(":", "").lower()
+    url = f"https://{previous or ADDRESS}"
+    yield {"remote": url, "client_cert": crt, "client_key": key, "server_cert": SERVER_CERT, "certs": certs}
+    subprocess.run(["incus", "config", "trust", "remove", fingerprint[:12]], check=False)
+    if not previous:
+        subprocess.run(["incus", "config", "unset", "core.https_address"], check=False)
+
+
+@pytest.fixture
+def bundle_env(monkeypatch):
+    """The trap seen on these machines: a CA bundle in the environment must not replace the pin."""
+    bundle = "/etc/ssl/certs/ca-certificates.crt"
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", bundle)
+    monkeypatch.setenv("CURL_CA_BUNDLE", bundle)
+
+
+def remote_args(remote, /, **extra):
+    args = {k: remote[k] for k in ("remote", "client_cert", "client_key", "server_cert")}
+    args.update(extra)
+    return args
+
+
+def test_lifecycle_over_https(ansible, incus, remote, bundle_env, cleanup):
+    created = ansible.module("pixels_container", **remote_args(remote, name="far"))
+    assert created["changed"] and created["sandbox"]["ipv4"], created
+    assert incus.instances.exists("px-far")
+    in_sandbox("px-far", "echo one > /root/f")
+    assert ansible.module("pixels_checkpoint", **remote_args(remote, name="far", label="one"))["changed"]
+    listed = ansible.module("pixels_checkpoint_info", **remote_args(remote, name="far"))
+    assert [c["label"] for c in listed["checkpoints"]] == ["one"]
+    clone = ansible.module("pixels_container", **remote_args(remote, name="farclone", source="far:one"))
+    assert clone["changed"] and in_sandbox("px-farclone", "cat /root/f").strip() == "one"
+    in_sandbox("px-far", "echo two > /root/f")
+    assert ansible.module("pixels_checkpoint", **remote_args(remote, name="far", label="one", state="restored"))["changed"]
+    assert in_sandbox("px-far", "cat /root/f").strip() == "one"
+    stopped = ansible.module("pixels_container", **remote_args(remote, name="far", state="stopped"))
+    assert stopped["sandbox"]["status"] == "stopped"
+    assert ansible.module("pixels_container", **remote_args(remote, name="far", state="stopped"))["changed"] is False
+    names = [s["name"] for s in ansible.module("pixels_container_info", **remote_args(remote))["sandboxes"]]
+    assert {"far", "farclone"} <= set(names)
+    for name in ("far", "farclone"):
+        assert ansible.module("pixels_container", **remote_args(remote, name=name, state="absent"))["changed"]
+    assert not incus.instances.exists("px-far")
+
+
+def test_remote_settings_from_environment(ansible, incus, remote, bundle_env, monkeypatch):
+    monkeypatch.setenv("PIXELS_INCUS_REMOTE", remote["remote"])
+    monkeypatch.setenv("PIXELS_INCUS_CLIENT_CERT", remote["client_cert"])
+    monkeypatch.setenv("PIXELS_INCUS_CLIENT_KEY", remote["client_key"])
+    monkeypatch.setenv("PIXELS_INCUS_SERVER_CERT", remote["server_cert"])
+    result = ansible.module("pixels_container_info", socket="/nonexistent.socket")
+    assert not result.get("failed"), result  # the remote wins over any socket
+
+
+def test_wrong_server_certificate_is_refused(ansible, incus, remote, bundle_env):
+    other, _ = make_cert(remote["certs"], "impostor")
+    result = ansible.module("pixels_container_info", **remote_args(remote, server_cert=other))
+    assert result.get("failed") and "did not present the certificate in server_cert" in result["msg"], result
+
+
+def test_unverifiable_server_without_pin_is_refused(ansible, incus, remote, bundle_env):
+    args = remote_args(remote)
+    del args["server_cert"]
+    result = ansible.module("pixels_container_info", **args)
+    assert result.get("failed") and "TLS verification" in result["msg"] and "server_cert" in result["msg"], result
+
+
+def test_validate_certs_false_is_explicit(ansible, incus, remote):
+    args = remote_args(remote, validate_certs=False)
+    del args["server_cert"]
+    result = ansible.module("pixels_container_info", **args)
+    assert not result.get("failed"), result
+
+
+def test_untrusted_client_certificate(ansible, incus, remote, bundle_env):
+    crt, key = make_cert(remote["certs"], "stranger")
+    result = ansible.module("pixels_container_info", **remote_args(remote, client_cert=crt, client_key=key))
+    assert result.get("failed") and "does not trust client_cert" in result["msg"], result
+
+
+@pytest.mark.parametrize("change, needle", [
+    ({"client_key": None}, "client_cert and client_key go together"),
+    ({"remote": "http://127.0.0.1:8443"}, "must be an https:// URL"),
+    ({"server_cert": "/nonexistent.crt"}, "server_cert='/nonexistent.crt' does not exist"),
+])
+def test_bad_remote_options(ansible, incus, remote, change, needle):
+    args = {k: v for k, v in dict(remote_args(remote), **change).items() if v is not None}
+    result = ansible.module("pixels_container_info", **args)
+    assert result.get("failed") and needle in result["msg"], result
+
+
+def test_unreachable_remote(ansible, incus, remote):
+    result = ansible.module("pixels_container_info", **remote_args(remote, remote="https://127.0.0.1:1"))
+    assert result.get("failed") and "127.0.0.1:1" in result["msg"] and "Traceback" not in result["msg"], result
+
+
+def test_os_environment_is_restored():
+    assert os.environ.get("PIXELS_INCUS_REMOTE") is None
