@@ -41,6 +41,7 @@ sanity: venv
 test: host
 	pytest tests/unit tests/integration
 	tests/sanity.sh
+	ansible-galaxy collection build --force --output-path build/
 
 bench: host
 	$(BIN)/python tests/bench/run.py

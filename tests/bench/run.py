@@ -1,0 +1,101 @@
+"""`make bench`: a sandbox from a checkpoint until it has an IPv4 address and answers an exec.
+
+Ours (the backend library the modules use) against raw pylxd doing copy + start + poll, in
+the same run, on the same pool, alternating so that neither gets a warmer cache. Target: ours
+at most 1.3x raw. Prints the figures; exits 1 with --strict when a target is missed.
+"""
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))
+import conftest  # noqa: E402,F401  (makes ansible_collections.homelab.pixels importable)
+
+import pylxd  # noqa: E402
+
+from ansible_collections.homelab.pixels.plugins.module_utils.incus import IncusBackend  # noqa: E402
+
+SOCKET = os.environ.get("PIXELS_TEST_SOCKET", "/var/lib/incus/unix.socket")
+PROJECT = "pixels-bench"
+IMAGE = os.environ.get("PIXELS_TEST_IMAGE", "debian/12")
+SOURCE = "px-bench-src"
+
+
+def has_ipv4(state):
+    for name, nic in (state.network or {}).items():
+        if name != "lo" and any(a["family"] == "inet" and a["scope"] == "global" for a in nic["addresses"]):
+            return True
+    return False
+
+
+def raw_clone(client, name):
+    instance = client.instances.create(
+        {"name": name, "source": {"type": "copy", "source": f"{SOURCE}/ready"}}, wait=True)
+    instance.start(wait=True)
+    while not has_ipv4(instance.state()):
+        time.sleep(0.05)
+
+
+def ours_clone(backend, name):
+    backend.clone_sandbox(name, SOURCE, "ready")
+    backend.wait_for_address(name, timeout=60)
+    assert backend.run(name, ["true"]) == 0
+
+
+def delete(name):
+    subprocess.run(["incus", "--project", PROJECT, "delete", "--force", name], capture_output=True, check=False)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
+    args = parser.parse_args()
+
+    admin = pylxd.Client(endpoint=SOCKET)
+    if not admin.projects.exists(PROJECT):
+        admin.projects.create(PROJECT, config={"features.images": "false", "features.profiles": "false"})
+    client = pylxd.Client(endpoint=SOCKET, project=PROJECT)
+    backend = IncusBackend(socket=SOCKET, project=PROJECT)
+    pool = admin.profiles.get("default").devices.get("root", {}).get("pool")
+    driver = admin.storage_pools.get(pool).driver if pool else "?"
+    timings = {"raw pylxd copy+start+poll": [], "ours clone+wait+exec": []}
+    try:
+        delete(SOURCE)
+        backend.create_sandbox(SOURCE, IMAGE, cpu=1, memory=512)
+        backend.wait_for_address(SOURCE, 60)
+        backend.create_checkpoint(SOURCE, "ready")
+        for i in range(args.rounds):
+            for label, clone in (("raw pylxd copy+start+poll", lambda n: raw_clone(client, n)),
+                                 ("ours clone+wait+exec", lambda n: ours_clone(backend, n))):
+                name = f"px-bench-{i}-{'raw' if label.startswith('raw') else 'ours'}"
+                start = time.perf_counter()
+                clone(name)
+                timings[label].append(time.perf_counter() - start)
+                delete(name)
+    finally:
+        for i in range(args.rounds):
+            delete(f"px-bench-{i}-raw")
+            delete(f"px-bench-{i}-ours")
+        delete(SOURCE)
+        try:
+            admin.projects.get(PROJECT).delete()
+        except Exception:  # pylint: disable=broad-except
+            pass
+
+    print(f"Sandbox from a checkpoint until IPv4 (+ exec for ours); pool {pool} ({driver}), {args.rounds} rounds")
+    for label, values in timings.items():
+        print(f"  {label:<28} median {statistics.median(values):6.3f} s   min {min(values):6.3f} s   max {max(values):6.3f} s")
+    ratio = statistics.median(timings["ours clone+wait+exec"]) / statistics.median(timings["raw pylxd copy+start+poll"])
+    ok = ratio <= 1.3
+    print(f"  ours / raw = {ratio:.2f}  (target <= 1.30: {'met' if ok else 'MISSED'})")
+    return 0 if ok or not args.strict else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
