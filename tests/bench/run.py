@@ -14,11 +14,13 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
-import conftest  # noqa: E402,F401  (makes ansible_collections.homelab.pixels importable)
+from conftest import COLLECTIONS_ROOT  # noqa: E402  (makes ansible_collections.homelab.pixels importable)
 
 import pylxd  # noqa: E402
 
 from ansible_collections.homelab.pixels.plugins.module_utils.incus import IncusBackend  # noqa: E402
+
+assert COLLECTIONS_ROOT in sys.path
 
 SOCKET = os.environ.get("PIXELS_TEST_SOCKET", "/var/lib/incus/unix.socket")
 PROJECT = "pixels-bench"

@@ -1,6 +1,6 @@
 """pixels_checkpoint and pixels_checkpoint_info against a real Incus."""
 
-from conftest import in_sandbox, instance_names, snapshot_names
+from conftest import in_sandbox, snapshot_names
 
 
 def test_checkpoint_create_list_restore_delete(ansible, incus, cleanup):

@@ -1,6 +1,6 @@
 """pixels_container and pixels_container_info against a real Incus."""
 
-from conftest import in_sandbox, incus_cli, instance_names, snapshot_names
+from conftest import in_sandbox, incus_cli, snapshot_names
 
 
 def test_create_from_image_then_idempotent(ansible, incus, cleanup):
@@ -68,8 +68,9 @@ def test_limits_reconciled_with_diff(ansible, incus, cleanup):
     assert result["diff"]["before"]["memory"] == 256 and result["diff"]["after"]["memory"] == 448
     assert incus.instances.get("px-sized").config["limits.memory"] == "448MiB"
     # applied live: the sandbox's cgroup (v2 or v1) shows the new limit
-    assert in_sandbox("px-sized", "cat /sys/fs/cgroup/memory.max 2>/dev/null"
-                                " || cat /sys/fs/cgroup/memory/memory.limit_in_bytes").strip() == str(448 * 1048576)
+    limit = in_sandbox("px-sized", "cat /sys/fs/cgroup/memory.max 2>/dev/null"
+                       " || cat /sys/fs/cgroup/memory/memory.limit_in_bytes")
+    assert limit.strip() == str(448 * 1048576)
     assert ansible.module("pixels_container", name="sized", memory=448)["changed"] is False
 
 

@@ -50,8 +50,8 @@ def bundle_env(monkeypatch):
     monkeypatch.setenv("CURL_CA_BUNDLE", bundle)
 
 
-def remote_args(remote, /, **extra):
-    args = {k: remote[k] for k in ("remote", "client_cert", "client_key", "server_cert")}
+def remote_args(settings, **extra):
+    args = {k: settings[k] for k in ("remote", "client_cert", "client_key", "server_cert")}
     args.update(extra)
     return args
 
@@ -89,7 +89,7 @@ def test_remote_settings_from_environment(ansible, incus, remote, bundle_env, mo
 
 
 def test_wrong_server_certificate_is_refused(ansible, incus, remote, bundle_env):
-    other, _ = make_cert(remote["certs"], "impostor")
+    other = make_cert(remote["certs"], "impostor")[0]
     result = ansible.module("pixels_container_info", **remote_args(remote, server_cert=other))
     assert result.get("failed") and "did not present the certificate in server_cert" in result["msg"], result
 
