@@ -20,4 +20,21 @@ attributes:
         invocation reports no change.
   action_group:
     description: Use C(group/homelab.pixels.pixels) in C(module_defaults) to set defaults for this module.
+    support: full
+    membership:
+      - homelab.pixels.pixels
+"""
+
+    # Read-only modules: the same in check mode, nothing to diff.
+    INFO_MODULE = r"""
+options: {}
+attributes:
+  check_mode:
+    support: full
+    details:
+      - Read-only; runs the same in check mode.
+  diff_mode:
+    support: none
+  idempotent:
+    support: full
 """

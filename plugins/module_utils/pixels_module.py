@@ -29,6 +29,12 @@ CONNECTION_ARGS = dict(
     config_file=dict(type="path"),
 )
 
+# Modules that start sandboxes (doc fragment homelab.pixels.wait).
+WAIT_ARGS = dict(
+    wait=dict(type="bool", default=True),
+    wait_timeout=dict(type="int", default=120),
+)
+
 
 class PixelsModule(AnsibleModule):
     """AnsibleModule with the connection options and a lazily built backend."""

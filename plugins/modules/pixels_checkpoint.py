@@ -37,19 +37,10 @@ options:
     type: str
     choices: [present, absent, restored]
     default: present
-  wait:
-    description:
-      - After a restore that starts the sandbox again, wait until it has an IPv4 address.
-    type: bool
-    default: true
-  wait_timeout:
-    description:
-      - Seconds to wait for the IPv4 address.
-    type: int
-    default: 120
 extends_documentation_fragment:
   - homelab.pixels.connection
   - homelab.pixels.attributes
+  - homelab.pixels.wait
 attributes:
   check_mode:
     support: full
@@ -62,10 +53,6 @@ attributes:
     details:
       - V(present) with a O(label) and V(absent) are idempotent. V(present) without a label
         creates a new checkpoint each run, and V(restored) always restores.
-  action_group:
-    support: full
-    membership:
-      - homelab.pixels.pixels
 seealso:
   - module: homelab.pixels.pixels_checkpoint_info
   - module: homelab.pixels.pixels_container
@@ -127,7 +114,7 @@ checkpoints:
 
 from ansible_collections.homelab.pixels.plugins.module_utils.errors import PixelsError
 from ansible_collections.homelab.pixels.plugins.module_utils.names import check_label, default_label, instance_name
-from ansible_collections.homelab.pixels.plugins.module_utils.pixels_module import PixelsModule
+from ansible_collections.homelab.pixels.plugins.module_utils.pixels_module import WAIT_ARGS, PixelsModule
 
 
 def main_logic(module):
@@ -184,8 +171,7 @@ def main():
             name=dict(type="str", required=True),
             label=dict(type="str"),
             state=dict(type="str", default="present", choices=["present", "absent", "restored"]),
-            wait=dict(type="bool", default=True),
-            wait_timeout=dict(type="int", default=120),
+            **WAIT_ARGS,
         ),
         supports_check_mode=True,
     )

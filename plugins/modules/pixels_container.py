@@ -81,16 +81,6 @@ options:
       - Description stored on a new instance.
     type: str
     default: ""
-  wait:
-    description:
-      - After starting, wait until the sandbox has an IPv4 address.
-    type: bool
-    default: true
-  wait_timeout:
-    description:
-      - Seconds to wait for the IPv4 address before failing.
-    type: int
-    default: 120
   stop_timeout:
     description:
       - Seconds to wait for a clean shutdown before the sandbox is stopped by force.
@@ -99,6 +89,7 @@ options:
 extends_documentation_fragment:
   - homelab.pixels.connection
   - homelab.pixels.attributes
+  - homelab.pixels.wait
 attributes:
   check_mode:
     support: full
@@ -111,10 +102,6 @@ attributes:
     details:
       - V(restarted) always restarts and reports a change; every other state reports no
         change when the sandbox already matches.
-  action_group:
-    support: full
-    membership:
-      - homelab.pixels.pixels
 seealso:
   - module: homelab.pixels.pixels_container_info
   - module: homelab.pixels.pixels_checkpoint
@@ -229,7 +216,7 @@ sandbox:
 
 from ansible_collections.homelab.pixels.plugins.module_utils.errors import PixelsError
 from ansible_collections.homelab.pixels.plugins.module_utils.names import instance_name, parse_source
-from ansible_collections.homelab.pixels.plugins.module_utils.pixels_module import PixelsModule
+from ansible_collections.homelab.pixels.plugins.module_utils.pixels_module import WAIT_ARGS, PixelsModule
 
 MIN_MEMORY = 64
 
@@ -385,8 +372,7 @@ def main():
             memory=dict(type="int"),
             pool=dict(type="str"),
             description=dict(type="str", default=""),
-            wait=dict(type="bool", default=True),
-            wait_timeout=dict(type="int", default=120),
+            **WAIT_ARGS,
             stop_timeout=dict(type="int", default=30),
         ),
         mutually_exclusive=[("image", "source")],

@@ -22,19 +22,7 @@ options:
 extends_documentation_fragment:
   - homelab.pixels.connection
   - homelab.pixels.attributes
-attributes:
-  check_mode:
-    support: full
-    details:
-      - Read-only; runs the same in check mode.
-  diff_mode:
-    support: none
-  idempotent:
-    support: full
-  action_group:
-    support: full
-    membership:
-      - homelab.pixels.pixels
+  - homelab.pixels.attributes.info_module
 seealso:
   - module: homelab.pixels.pixels_container
 """
