@@ -14,6 +14,9 @@ from ansible_collections.homelab.pixels.plugins.module_utils.names import sandbo
 # Metadata we keep on the instance itself, so any controller can read it back.
 META_IMAGE = "user.pixels.image"
 META_SOURCE = "user.pixels.source"
+# Written by other tools (the pixels CLI, provisioning roles) and read back by the inventory.
+META_BASE = "user.pixels.base"
+META_EGRESS = "user.pixels.egress"
 
 
 @dataclass

@@ -9,7 +9,6 @@ import contextlib
 import os
 import re
 import secrets
-import stat
 import time
 import warnings
 
@@ -28,74 +27,23 @@ from ansible_collections.homelab.pixels.plugins.module_utils.backend import (
     META_IMAGE,
     META_SOURCE,
     Backend,
-    Checkpoint,
-    Sandbox,
 )
 from ansible_collections.homelab.pixels.plugins.module_utils.errors import PixelsError
-from ansible_collections.homelab.pixels.plugins.module_utils.names import is_sandbox, sandbox_name
+# Payload parsing and the socket's checks live in incus_api (no pylxd, for the plugins);
+# imported here under their old names.
+from ansible_collections.homelab.pixels.plugins.module_utils.incus_api import (  # noqa: F401 pylint: disable=unused-import
+    check_socket,
+    checkpoint_from_api,
+    connection_message,
+    missing_project_message,
+    parse_memory_mib,
+    sandbox_from_api,
+    sandboxes_from_listing,
+)
+from ansible_collections.homelab.pixels.plugins.module_utils.names import sandbox_name
 
 POLL_INTERVAL = 0.05
 _FINGERPRINT_RE = re.compile(r"^[0-9a-f]{12,64}$")
-_MEMORY_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B|B)?\s*$", re.IGNORECASE)
-_MEMORY_MIB = {"b": 1 / 1048576, "kb": 1000 / 1048576, "kib": 1 / 1024, "mb": 1e6 / 1048576,
-               "mib": 1, "gb": 1e9 / 1048576, "gib": 1024, "tb": 1e12 / 1048576, "tib": 1048576}
-
-
-def parse_memory_mib(value):
-    """Incus' limits.memory ("2048MiB", "2GiB", "1073741824") in MiB; None if relative or unset."""
-    if not value:
-        return None
-    match = _MEMORY_RE.match(str(value))
-    if not match:
-        return None
-    unit = (match.group(2) or "B").lower()
-    return int(round(float(match.group(1)) * _MEMORY_MIB[unit]))
-
-
-def _parse_cpu(value):
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return None  # a pinned set such as "0-3" or unset
-
-
-def sandbox_from_api(data):
-    """A Sandbox from an Incus instance object (recursion=1 or 2 adds state)."""
-    config = data.get("expanded_config") or data.get("config") or {}
-    state = data.get("state") or {}
-    ipv4, ipv6 = [], []
-    for ifname, nic in sorted((state.get("network") or {}).items()):
-        if ifname == "lo":
-            continue
-        for addr in nic.get("addresses") or []:
-            if addr.get("scope") != "global":
-                continue
-            (ipv4 if addr.get("family") == "inet" else ipv6).append(addr["address"])
-    snapshots = data.get("snapshots") or []
-    return Sandbox(
-        instance=data["name"],
-        status=str(data.get("status", "unknown")).lower(),
-        ipv4=ipv4,
-        ipv6=ipv6,
-        image=config.get(META_IMAGE),
-        source=config.get(META_SOURCE),
-        cpu=_parse_cpu(config.get("limits.cpu")),
-        memory=parse_memory_mib(config.get("limits.memory")),
-        created_at=data.get("created_at"),
-        description=data.get("description") or "",
-        checkpoints=[s["name"].split("/")[-1] if isinstance(s, dict) else s.split("/")[-1] for s in snapshots],
-        metadata={k: v for k, v in config.items() if k.startswith("user.")},
-    )
-
-
-def checkpoint_from_api(data):
-    size = data.get("size")
-    return Checkpoint(
-        label=data["name"].split("/")[-1],
-        created_at=data.get("created_at"),
-        size=size if isinstance(size, int) and size >= 0 else None,
-        stateful=bool(data.get("stateful")),
-    )
 
 
 def _limits_config(cpu, memory):
@@ -126,23 +74,7 @@ class IncusBackend(Backend):
     # -- connection -------------------------------------------------------
 
     def _connect_socket(self, path, timeout):
-        if not os.path.exists(path):
-            raise PixelsError(
-                f"The Incus socket {path} does not exist: is Incus installed and running "
-                f"(homelab.pixels.incus_host sets it up)? Set socket (or PIXELS_INCUS_SOCKET) "
-                f"to another path, or remote for an HTTPS daemon."
-            )
-        try:
-            mode = os.stat(path).st_mode
-        except OSError as exc:
-            raise PixelsError(f"Cannot stat the Incus socket {path}: {exc.strerror}.")
-        if not stat.S_ISSOCK(mode):
-            raise PixelsError(f"socket={path!r} is not a unix socket: point it at Incus' unix.socket.")
-        if not os.access(path, os.R_OK | os.W_OK):
-            raise PixelsError(
-                f"No permission to use the Incus socket {path}: run as root (become: true) "
-                f"or as a member of the incus-admin group."
-            )
+        check_socket(path)
         return self._client(lambda: pylxd.Client(endpoint=path, timeout=timeout, project=self.project), path)
 
     def _connect_remote(self, url, client_cert, client_key, server_cert, validate_certs, timeout):
@@ -197,22 +129,7 @@ class IncusBackend(Backend):
 
     @staticmethod
     def _connection_message(where, detail, server_cert, validate_certs):
-        lowered = detail.lower()
-        if "fingerprint" in lowered or "certificate" in lowered or "ssl" in lowered:
-            if server_cert:
-                return (f"The Incus server at {where} did not present the certificate in server_cert="
-                        f"{server_cert} (pinned by fingerprint): copy the server's certificate "
-                        f"(/var/lib/incus/server.crt on the Incus host) there. Detail: {detail}")
-            if validate_certs:
-                return (f"TLS verification of {where} failed: set server_cert to the server's "
-                        f"certificate (/var/lib/incus/server.crt on the Incus host), or "
-                        f"validate_certs: false to skip verification. Detail: {detail}")
-        if "permission denied" in lowered:
-            return (f"No permission to use the Incus socket {where}: run as root (become: true) "
-                    f"or as a member of the incus-admin group.")
-        if "connection refused" in lowered or "no such file" in lowered:
-            return f"Nothing answers at {where}: is the Incus daemon running? Detail: {detail}"
-        return f"Cannot connect to Incus at {where}: {detail}"
+        return connection_message(where, detail, server_cert, validate_certs)
 
     def _check_project(self):
         if self.project == "default":
@@ -221,10 +138,7 @@ class IncusBackend(Backend):
             try:
                 self.client.api.projects[self.project].get()
             except pylxd_errors.NotFound:
-                raise PixelsError(
-                    f"project={self.project!r} does not exist on {self.endpoint}: create it "
-                    f"('incus project create {self.project}') or pick another."
-                )
+                raise PixelsError(missing_project_message(self.project, self.endpoint))
 
     @contextlib.contextmanager
     def _errors(self, action):
@@ -267,7 +181,7 @@ class IncusBackend(Backend):
     def list_sandboxes(self):
         with self._errors("listing sandboxes"):
             items = self.client.api.instances.get(params={"recursion": 2}).json()["metadata"]
-        return [sandbox_from_api(item) for item in items if is_sandbox(item["name"])]
+        return sandboxes_from_listing(items)
 
     def _image_source(self, image, image_server):
         with self._errors(f"looking up image {image}"):
