@@ -12,8 +12,8 @@ description:
   - Makes every C(px-) sandbox of an Incus project an Ansible host, named by its bare sandbox
     name (the instance C(px-mybox) is the host C(mybox)).
   - All sandboxes are read with one request to the Incus API, whatever their number.
-  - "The source file must be named C(*.pixels.yml) or C(*.pixels.yaml) and hold
-    C(plugin: homelab.pixels.sandboxes)."
+  - "The source file must be named C(pixels.yml), C(pixels.yaml), C(*.pixels.yml) or
+    C(*.pixels.yaml) and hold C(plugin: homelab.pixels.sandboxes)."
   - Hosts connect with the C(homelab.pixels.incus) connection plugin (through the Incus API,
     found by the C(pixels_instance) host variable) unless O(connection=ssh).
   - "Host variables: C(ansible_host) (the first IPv4 address, when there is one),
@@ -132,6 +132,7 @@ groups:
 
 import fnmatch
 import hashlib
+import os
 import re
 import sys
 
@@ -149,6 +150,7 @@ from ansible_collections.homelab.pixels.plugins.module_utils.settings import CON
 CONNECTION_PLUGIN = "homelab.pixels.incus"
 STATUSES = ("running", "stopped", "frozen", "error")
 ALWAYS_GROUPS = ("pixels", "pixels_running", "pixels_stopped")
+SOURCE_SUFFIXES = (".pixels.yml", ".pixels.yaml")
 _UNSAFE_GROUP_CHARS = re.compile(r"[^A-Za-z0-9_]")
 
 
@@ -243,8 +245,9 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
     NAME = "homelab.pixels.sandboxes"
 
     def verify_file(self, path):
-        if not path.endswith((".pixels.yml", ".pixels.yaml")):
-            self.display.vvv(f"Skipping {path}: homelab.pixels.sandboxes reads files named *.pixels.yml or *.pixels.yaml")
+        if not ("." + os.path.basename(path)).endswith(SOURCE_SUFFIXES):
+            self.display.vvv(f"Skipping {path}: homelab.pixels.sandboxes reads files named pixels.yml, "
+                             f"*.pixels.yml, pixels.yaml or *.pixels.yaml")
             return False
         return super().verify_file(path)
 

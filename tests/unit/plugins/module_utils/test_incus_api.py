@@ -1,0 +1,148 @@
+"""The pylxd-free read client against a stand-in Incus on a unix socket."""
+
+import http.server
+import json
+import os
+import socket
+import socketserver
+import threading
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+
+from ansible_collections.homelab.pixels.plugins.module_utils.errors import PixelsError
+from ansible_collections.homelab.pixels.plugins.module_utils.incus_api import UnixSocketReader, check_socket
+
+INSTANCE = {
+    "name": "px-box", "status": "Running", "description": "d", "created_at": "2026-01-01T00:00:00Z",
+    "expanded_config": {"limits.cpu": "2", "user.pixels.base": "base"}, "snapshots": [{"name": "ready"}],
+    "state": {"network": {"eth0": {"addresses": [{"family": "inet", "address": "10.1.0.5", "scope": "global"}]}}},
+}
+
+
+class FakeIncus(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+    daemon_threads = True
+
+    def __init__(self, path, routes):
+        self.routes = routes  # path -> (status, body)
+        self.requests = []
+        super().__init__(path, Handler)
+
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):  # pylint: disable=invalid-name
+        url = urlsplit(self.path)
+        self.server.requests.append((url.path, parse_qs(url.query)))
+        status, body = self.server.routes.get(url.path, (404, {"type": "error", "error": "not found",
+                                                              "error_code": 404}))
+        raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(raw)))
+        self.end_headers()
+        self.wfile.write(raw)
+
+    def log_message(self, *args):  # pylint: disable=arguments-differ
+        pass
+
+    def address_string(self):
+        return "unix"
+
+
+@pytest.fixture
+def fake(tmp_path):
+    servers = []
+
+    def start(routes):
+        path = str(tmp_path / f"incus{len(servers)}.socket")
+        server = FakeIncus(path, routes)
+        threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
+        servers.append(server)
+        return server, path
+
+    yield start
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+
+
+def sync(metadata):
+    return 200, {"type": "sync", "status": "Success", "status_code": 200, "metadata": metadata}
+
+
+def test_one_request_lists_only_sandboxes(fake):
+    server, path = fake({"/1.0/instances": sync([INSTANCE, dict(INSTANCE, name="other")])})
+    boxes = UnixSocketReader(path, "agents").list_sandboxes()
+    assert [b.name for b in boxes] == ["box"]
+    assert boxes[0].ipv4 == ["10.1.0.5"] and boxes[0].checkpoints == ["ready"] and boxes[0].cpu == 2
+    assert boxes[0].metadata == {"user.pixels.base": "base"}
+    assert server.requests == [("/1.0/instances", {"recursion": ["2"], "project": ["agents"]})]
+
+
+def test_empty_project_is_checked(fake):
+    server, path = fake({"/1.0/instances": sync([]), "/1.0/projects/agents": sync({"name": "agents"})})
+    assert UnixSocketReader(path, "agents").list_sandboxes() == []
+    assert [r[0] for r in server.requests] == ["/1.0/instances", "/1.0/projects/agents"]
+
+
+def test_missing_project(fake):
+    _server, path = fake({"/1.0/instances": sync([])})
+    with pytest.raises(PixelsError) as err:
+        UnixSocketReader(path, "nope").list_sandboxes()
+    assert err.value.message == (f"project='nope' does not exist on {path}: create it "
+                                 f"('incus project create nope') or pick another.")
+
+
+def test_default_project_is_not_checked(fake):
+    server, path = fake({"/1.0/instances": sync([])})
+    assert UnixSocketReader(path).list_sandboxes() == []
+    assert len(server.requests) == 1
+
+
+def test_api_error(fake):
+    _server, path = fake({"/1.0/instances": (500, {"type": "error", "error": "database is locked",
+                                                   "error_code": 500})})
+    with pytest.raises(PixelsError, match="Incus failed listing sandboxes: database is locked"):
+        UnixSocketReader(path).list_sandboxes()
+
+
+def test_not_incus(fake):
+    _server, path = fake({"/1.0/instances": (200, b"<html>hello</html>")})
+    with pytest.raises(PixelsError, match="not the Incus API.*is it Incus' unix.socket"):
+        UnixSocketReader(path).list_sandboxes()
+
+
+def test_nothing_listens(tmp_path):
+    path = str(tmp_path / "dead.socket")
+    sock = socket.socket(socket.AF_UNIX)
+    sock.bind(path)
+    sock.close()
+    with pytest.raises(PixelsError, match="Nothing answers at .*dead.socket: is the Incus daemon running"):
+        UnixSocketReader(path).list_sandboxes()
+
+
+def test_timeout(tmp_path):
+    path = str(tmp_path / "mute.socket")
+    sock = socket.socket(socket.AF_UNIX)
+    sock.bind(path)
+    sock.listen(1)  # accepts, never answers
+    try:
+        with pytest.raises(PixelsError, match="did not answer within 0.2 s while listing sandboxes"):
+            UnixSocketReader(path, timeout=0.2).list_sandboxes()
+    finally:
+        sock.close()
+
+
+def test_socket_checks(tmp_path):
+    with pytest.raises(PixelsError, match="does not exist: is Incus installed"):
+        check_socket(str(tmp_path / "nope.socket"))
+    plain = tmp_path / "plain"
+    plain.write_text("")
+    with pytest.raises(PixelsError, match="is not a unix socket"):
+        check_socket(str(plain))
+
+
+def test_permission_message(fake, monkeypatch):
+    _server, path = fake({})
+    monkeypatch.setattr(os, "access", lambda *_args: False)
+    with pytest.raises(PixelsError, match="No permission to use the Incus socket.*incus-admin"):
+        UnixSocketReader(path)
