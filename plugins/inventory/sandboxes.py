@@ -253,10 +253,10 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
 
     def parse(self, inventory, loader, path, cache=True):
         super().parse(inventory, loader, path, cache)
-        self._read_config_data(path)
+        config = self._read_config_data(path)
         filters = self._filters()
         try:
-            settings = self._settings()
+            settings = self._settings(config)
             sandboxes = self._sandboxes(path, settings, cache)
         except PixelsError as exc:
             raise AnsibleParserError(exc.message) from None
@@ -264,10 +264,14 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
 
     # -- options ----------------------------------------------------------
 
-    def _settings(self):
+    def _settings(self, config):
         """Connection settings: this file, then PIXELS_*, then config.toml, then the defaults."""
         params = {key: self.get_option(key) for key in CONNECTION_KEYS}
-        return resolve(params, CONNECTION_KEYS, config_file=self.get_option("config_file"))
+        # Ansible reads any word but yes/true/on/1 as false: a typo must not turn TLS
+        # verification off, so the file's own value goes through the strict check.
+        params["validate_certs"] = config.get("validate_certs")
+        return resolve(params, CONNECTION_KEYS, config_file=self.get_option("config_file"),
+                       origin="the inventory source")
 
     def _list_option(self, option, choices=None):
         values = self.get_option(option) or []
@@ -357,6 +361,8 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
                 self.inventory.add_child(self.inventory.add_group(wrap_var(group)), host)
             for key, value in hostvars.items():
                 self.inventory.set_variable(host, key, value)
-            self._set_composite_vars(compose, hostvars, host, strict=strict)
-            self._add_host_to_composed_groups(groups, hostvars, host, strict=strict)
-            self._add_host_to_keyed_groups(keyed_groups, hostvars, host, strict=strict)
+            # with inventory_hostname and group_names, as in ansible.builtin.constructed
+            variables = self.inventory.get_host(host).get_vars()
+            self._set_composite_vars(compose, variables, host, strict=strict)
+            self._add_host_to_composed_groups(groups, variables, host, strict=strict)
+            self._add_host_to_keyed_groups(keyed_groups, variables, host, strict=strict)

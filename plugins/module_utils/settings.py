@@ -104,11 +104,12 @@ def _coerce(name, value, kind, origin):
     raise ValueError(kind)
 
 
-def resolve(params, names, environ=None, config_file=None):
+def resolve(params, names, environ=None, config_file=None, origin="the task option"):
     """Values for ``names`` with the pixels CLI's fallback order.
 
     ``params`` holds the task options (None where unset). Returns a dict of
-    values; ``config_file`` overrides the default path of config.toml.
+    values; ``config_file`` overrides the default path of config.toml; ``origin``
+    names where ``params`` came from in error messages.
     """
     environ = os.environ if environ is None else environ
     path = config_file or environ.get("PIXELS_CONFIG") or default_config_file(environ)
@@ -117,7 +118,7 @@ def resolve(params, names, environ=None, config_file=None):
     for name in names:
         setting = SETTINGS[name]
         if params.get(name) is not None:
-            values[name] = _coerce(name, params[name], setting.kind, "the task option")
+            values[name] = _coerce(name, params[name], setting.kind, origin)
             continue
         if environ.get(setting.env, "").strip():
             values[name] = _coerce(name, environ[setting.env], setting.kind, setting.env)

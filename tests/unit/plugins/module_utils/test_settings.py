@@ -102,3 +102,12 @@ def test_explicit_missing_config_file_is_an_error(tmp_path):
 def test_empty_env_value_is_ignored(tmp_path):
     env = {"PIXELS_INCUS_PROJECT": "  ", "XDG_CONFIG_HOME": str(tmp_path)}
     assert resolve({}, ("project",), environ=env)["project"] == "default"
+
+
+def test_origin_of_params_in_messages(tmp_path):
+    env = {"XDG_CONFIG_HOME": str(tmp_path)}
+    with pytest.raises(PixelsError) as err:
+        resolve({"validate_certs": "maybe"}, ("validate_certs",), environ=env, origin="the inventory source")
+    assert err.value.message == "validate_certs from the inventory source must be true or false, not 'maybe'."
+    with pytest.raises(PixelsError, match="from the task option"):
+        resolve({"validate_certs": "maybe"}, ("validate_certs",), environ=env)
