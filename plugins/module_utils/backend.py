@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import abc
+from collections import namedtuple
 from dataclasses import asdict, dataclass, field
 from typing import List, Optional
 
@@ -17,6 +18,12 @@ META_SOURCE = "user.pixels.source"
 # Written by other tools (the pixels CLI, provisioning roles) and read back by the inventory.
 META_BASE = "user.pixels.base"
 META_EGRESS = "user.pixels.egress"
+
+
+# Size of the pieces streamed in and out of a sandbox (stdin, files).
+STREAM_CHUNK = 1 << 20
+
+ExecResult = namedtuple("ExecResult", "rc stdout stderr")
 
 
 @dataclass
@@ -127,3 +134,82 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def restore_checkpoint(self, instance, label):
         """Stop, roll back, and start again when it was running."""
+
+    # -- inside the sandbox (the connection plugin) ------------------------
+    # Not abstract: a backend without them still serves the modules.
+
+    def exec_start(self, instance, argv, env=None, user=None, group=None, cwd=None) -> "ExecSession":
+        """Start ``argv`` non-interactively with separate stdin, stdout and stderr.
+
+        ``user``/``group`` are numeric ids inside the sandbox, ``env`` is added to the
+        sandbox's default environment. Raises SandboxUnavailable when the sandbox is
+        missing or not running.
+        """
+        raise NotImplementedError(f"{type(self).__name__} cannot run commands with streams")
+
+    def execute(self, instance, argv, stdin=b"", env=None, user=None, group=None, cwd=None) -> ExecResult:
+        """Run ``argv`` with ``stdin`` (bytes or a binary file object); its exit code and output."""
+        with self.exec_start(instance, argv, env=env, user=user, group=group, cwd=cwd) as session:
+            if hasattr(stdin, "read"):
+                for chunk in iter(lambda: stdin.read(STREAM_CHUNK), b""):
+                    if not session.write(chunk):
+                        break
+            elif stdin:
+                session.write(stdin)
+            session.close_stdin()
+            return session.wait()
+
+    def put_file(self, instance, local_path, remote_path, uid=0, gid=0, mode=None):
+        """Stream a local file into the sandbox, owned by uid:gid with ``mode`` (default: the
+        local file's permission bits). Replaces an existing file."""
+        raise NotImplementedError(f"{type(self).__name__} cannot transfer files")
+
+    def fetch_file(self, instance, remote_path, local_path) -> int:
+        """Stream a file out of the sandbox (following symlinks) to ``local_path``, replaced
+        atomically with the sandbox file's permission bits; returns that mode."""
+        raise NotImplementedError(f"{type(self).__name__} cannot transfer files")
+
+    def read_file(self, instance, remote_path, limit=1 << 20) -> Optional[bytes]:
+        """A small file's content (at most ``limit`` bytes), or None when it does not exist."""
+        raise NotImplementedError(f"{type(self).__name__} cannot transfer files")
+
+    def close(self):
+        """Release the connection to the host (the backend is not used afterwards)."""
+
+
+class ExecSession(abc.ABC):
+    """A command running in a sandbox (from Backend.exec_start); a context manager.
+
+    Output is collected in the background while the caller writes stdin, so neither side
+    can block the other.
+    """
+
+    @abc.abstractmethod
+    def write(self, data) -> bool:
+        """Send bytes to the command's stdin; False when the command no longer reads it."""
+
+    @abc.abstractmethod
+    def close_stdin(self):
+        """End of input for the command."""
+
+    @abc.abstractmethod
+    def output(self):
+        """(stdout, stderr) received so far, as bytes."""
+
+    @abc.abstractmethod
+    def wait_output(self, timeout) -> bool:
+        """Block until more output arrives or both streams end; False on timeout."""
+
+    @abc.abstractmethod
+    def wait(self) -> ExecResult:
+        """Wait for the command to end; its exit code and all its output."""
+
+    @abc.abstractmethod
+    def close(self):
+        """Release the streams (the command keeps running if it has not ended)."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()

@@ -13,3 +13,14 @@ class PixelsError(Exception):
         super().__init__(message)
         self.message = message
         self.details = details
+
+
+class SandboxUnavailable(PixelsError):
+    """The sandbox does not exist or is not running: nothing can run inside it.
+
+    ``status`` is ``missing`` or the instance's status in lower case (``stopped``, ``frozen``).
+    """
+
+    def __init__(self, message, status, **details):
+        super().__init__(message, status=status, **details)
+        self.status = status

@@ -1,0 +1,504 @@
+# -*- coding: utf-8 -*-
+# Copyright: (c) 2026, homelab.pixels contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+name: incus
+short_description: Run tasks inside pixels sandboxes through the Incus API
+version_added: 0.1.0
+description:
+  - Runs commands and copies files inside a pixels sandbox (an Incus container named C(px-<name>))
+    through the Incus REST API, over the local unix socket or a remote HTTPS daemon.
+  - Commands run over the API's websockets with separate stdin, stdout and stderr; files are
+    streamed through its file API with their mode, owned by the connecting user. No SSH, no
+    address and no C(incus) binary are needed.
+  - The sandbox is found from O(instance) (C(pixels_instance), set by the
+    M(homelab.pixels.sandboxes) inventory), never from C(ansible_host), which can hold the
+    sandbox's IPv4 address for the C(ssh) connection.
+  - Settings fall back to the E(PIXELS_*) environment variables, then the pixels CLI's
+    C(config.toml), then the defaults, exactly as for the homelab.pixels modules.
+author:
+  - homelab.pixels developers (@homelab-pixels)
+options:
+  instance:
+    description:
+      - The sandbox to run in.
+      - A bare sandbox name such as V(mybox) means the instance V(px-mybox); a name that
+        starts with V(px-) is the instance name itself.
+      - Defaults to the inventory host name. C(pixels_instance) wins over it when both are set.
+        C(ansible_host) is never used.
+    type: str
+    vars:
+      - name: inventory_hostname
+      - name: pixels_instance
+  remote_user:
+    description:
+      - The user inside the sandbox that runs commands and owns copied files.
+      - Its uid, gid, supplementary groups and home are looked up inside the sandbox; commands
+        start in its home with E(HOME), E(USER), E(LOGNAME) and E(SHELL) set.
+      - Unset means V(root).
+    type: str
+    vars:
+      - name: ansible_user
+      - name: pixels_user
+    env:
+      - name: ANSIBLE_REMOTE_USER
+    ini:
+      - section: defaults
+        key: remote_user
+    cli:
+      - name: user
+    keyword:
+      - name: remote_user
+  socket:
+    description:
+      - Path of the local Incus unix socket. Ignored when O(remote) is set.
+      - Falls back to C(socket) in the C([incus]) section of the pixels config file, then
+        V(/var/lib/incus/unix.socket).
+    type: path
+    vars:
+      - name: pixels_incus_socket
+    env:
+      - name: PIXELS_INCUS_SOCKET
+  remote:
+    description:
+      - URL of a remote Incus daemon, such as V(https://incus.lan:8443).
+      - Needs O(client_cert) and O(client_key) trusted by the server
+        (C(incus config trust add-certificate)).
+      - Falls back to C(remote) in C([incus]).
+    type: str
+    vars:
+      - name: pixels_incus_remote
+    env:
+      - name: PIXELS_INCUS_REMOTE
+  client_cert:
+    description:
+      - PEM client certificate for O(remote).
+      - Falls back to C(client_cert) in C([incus]).
+    type: path
+    vars:
+      - name: pixels_incus_client_cert
+    env:
+      - name: PIXELS_INCUS_CLIENT_CERT
+  client_key:
+    description:
+      - Path of the PEM private key of O(client_cert).
+      - Falls back to C(client_key) in C([incus]).
+    type: path
+    vars:
+      - name: pixels_incus_client_key
+    env:
+      - name: PIXELS_INCUS_CLIENT_KEY
+  server_cert:
+    description:
+      - The remote server's own certificate (C(/var/lib/incus/server.crt) on the Incus host).
+        It is pinned by fingerprint for the API and the command streams alike;
+        E(REQUESTS_CA_BUNDLE), E(CURL_CA_BUNDLE) and E(SSL_CERT_FILE) cannot override it.
+      - Without it the server must present a certificate the system trusts.
+      - Falls back to C(server_cert) in C([incus]).
+    type: path
+    vars:
+      - name: pixels_incus_server_cert
+    env:
+      - name: PIXELS_INCUS_SERVER_CERT
+  validate_certs:
+    description:
+      - Verify the remote server's TLS certificate. Only V(false) here turns verification off.
+      - Falls back to C(validate_certs) in C([incus]), then V(true).
+    type: bool
+    vars:
+      - name: pixels_incus_validate_certs
+    env:
+      - name: PIXELS_INCUS_VALIDATE_CERTS
+  project:
+    description:
+      - Incus project of the sandbox.
+      - Falls back to C(project) in C([incus]), then V(default).
+    type: str
+    vars:
+      - name: pixels_incus_project
+    env:
+      - name: PIXELS_INCUS_PROJECT
+  config_file:
+    description:
+      - Path of the pixels CLI config file read for fallbacks.
+      - Defaults to E(PIXELS_CONFIG), then C($XDG_CONFIG_HOME/pixels/config.toml)
+        (C(~/.config/pixels/config.toml)). A missing default file is ignored; a missing
+        file named here is an error.
+    type: path
+    vars:
+      - name: pixels_config_file
+  timeout:
+    description:
+      - Seconds to wait for Incus to answer a request, to open a command's streams and for a
+        C(become) password prompt. Commands themselves may run as long as they need.
+    type: int
+    default: 30
+    vars:
+      - name: pixels_incus_timeout
+    env:
+      - name: PIXELS_INCUS_TIMEOUT
+  pipelining:
+    description:
+      - Pipe each module into the sandbox's Python on stdin rather than copying it in first, so
+        that a task is one command instead of four (make a directory, copy, run, clean up).
+      - On by default, unlike for the C(ssh) connection, since nothing here needs a terminal
+        (C(requiretty) cannot apply). Set V(false) to copy modules in as files.
+      - Ansible does not pipeline C(async) tasks or C(become_method=su).
+    type: bool
+    default: true
+    env:
+      - name: ANSIBLE_PIPELINING
+    ini:
+      - section: defaults
+        key: pipelining
+      - section: connection
+        key: pipelining
+    vars:
+      - name: ansible_pipelining
+      - name: pixels_pipelining
+requirements:
+  - pylxd >= 2.4 and websockets >= 12 in the Python that runs Ansible on the controller
+notes:
+  - C(become) works with C(sudo) inside the sandbox, with or without a password (the password is
+    written to sudo's stdin; commands have no terminal, so C(su) is not supported).
+  - File transfers go through the Incus daemon, which writes and reads as root and then gives
+    the file to the connecting user; Ansible still checks readability as that user before a
+    fetch.
+  - A sandbox that is stopped or does not exist makes the host unreachable with a message that
+    says how to start or create it.
+seealso:
+  - module: homelab.pixels.pixels_container
+  - plugin: homelab.pixels.sandboxes
+    plugin_type: inventory
+"""
+
+EXAMPLES = r"""
+# inventory.ini: sandboxes by hand (the homelab.pixels.sandboxes inventory sets all of this)
+# [sandboxes]
+# mybox ansible_connection=homelab.pixels.incus
+# other ansible_connection=homelab.pixels.incus pixels_instance=px-other pixels_incus_project=agents
+
+- name: Provision a sandbox as its own user
+  hosts: sandboxes
+  tasks:
+    - name: The agent's user
+      ansible.builtin.user:
+        name: pixel
+        shell: /bin/bash
+
+    - name: Its files, as that user
+      ansible.builtin.copy:
+        src: dotfiles/
+        dest: /home/pixel/
+      remote_user: pixel
+
+    - name: Back to root through sudo inside the sandbox
+      ansible.builtin.command: apt-get update
+      remote_user: pixel
+      become: true
+
+- name: A sandbox on a remote Incus
+  hosts: far
+  vars:
+    ansible_connection: homelab.pixels.incus
+    pixels_incus_remote: https://incus.lan:8443
+    pixels_incus_client_cert: ~/.config/pixels/client.crt
+    pixels_incus_client_key: ~/.config/pixels/client.key
+    pixels_incus_server_cert: ~/.config/pixels/server.crt
+  tasks:
+    - ansible.builtin.ping:
+"""
+
+import os
+import time
+from collections import namedtuple
+
+from ansible.errors import AnsibleConnectionFailure, AnsibleError, AnsibleFileNotFound
+from ansible.module_utils.common.text.converters import to_bytes, to_native, to_text
+from ansible.plugins.connection import ConnectionBase
+from ansible.utils.display import Display
+
+from ansible_collections.homelab.pixels.plugins.module_utils.errors import PixelsError, SandboxUnavailable
+from ansible_collections.homelab.pixels.plugins.module_utils.names import instance_name, sandbox_name
+from ansible_collections.homelab.pixels.plugins.module_utils.settings import CONNECTION_KEYS, resolve
+
+display = Display()
+
+ROOT = "root"
+
+
+class Account(namedtuple("Account", "name uid gid home env prefix")):
+    """Who commands run as inside the sandbox.
+
+    ``env`` is added to the command's environment, ``home`` is where it starts, and ``prefix``
+    (setpriv) joins the supplementary groups, which Incus' exec does not set: such commands
+    start as root and drop to the user.
+    """
+
+    @property
+    def exec_ids(self):
+        """(uid, gid) that Incus starts the command with."""
+        return (0, 0) if self.prefix else (self.uid, self.gid)
+
+
+ROOT_ACCOUNT = Account(ROOT, 0, 0, None, {}, ())
+
+
+def parse_passwd(text, user):
+    """(uid, gid, home, shell) of ``user`` in passwd(5) text, or None."""
+    for line in to_text(text, errors="surrogate_or_strict").splitlines():
+        fields = line.split(":")
+        if len(fields) >= 7 and fields[0] == user:
+            try:
+                return int(fields[2]), int(fields[3]), fields[5] or "/", fields[6]
+            except ValueError:
+                return None
+    return None
+
+
+def parse_group_ids(text, user, primary):
+    """Sorted ids of the groups in group(5) text that list ``user`` as a member, but ``primary``."""
+    gids = set()
+    for line in to_text(text, errors="surrogate_or_strict").splitlines():
+        fields = line.split(":")
+        if len(fields) >= 4 and user in fields[3].split(","):
+            try:
+                gids.add(int(fields[2]))
+            except ValueError:
+                continue
+    gids.discard(primary)
+    return sorted(gids)
+
+
+def make_account(user, uid, gid, home, shell, groups=(), setpriv=None):
+    """The Account of a looked-up user; ``setpriv`` is that program's path in the sandbox."""
+    env = {"HOME": home, "USER": user, "LOGNAME": user}
+    if shell:
+        env["SHELL"] = shell
+    prefix = ()
+    if groups and setpriv:
+        prefix = (setpriv, f"--reuid={uid}", f"--regid={gid}", "--groups=" + ",".join(str(g) for g in groups), "--")
+    return Account(user, uid, gid, home, env, prefix)
+
+
+def remote_path(path, account):
+    """An absolute path inside the sandbox: relative ones (and ~/) start in the user's home."""
+    home = account.home or "/root"
+    if path == "~" or path.startswith("~/"):
+        path = home + path[1:]
+    if not path.startswith("/"):
+        path = home.rstrip("/") + "/" + path
+    return path
+
+
+class Connection(ConnectionBase):
+    """Commands and files inside a pixels sandbox, through the Incus API."""
+
+    transport = "homelab.pixels.incus"
+    has_pipelining = True
+    has_tty = False  # no terminal: become methods that need one (su) are refused up front
+    default_user = ROOT
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._backend = None
+        self._options_key = None
+        self._accounts = {}
+
+    # -- settings and the Incus connection ------------------------------------------
+
+    def _option_values(self):
+        return tuple(self.get_option(key) for key in (*CONNECTION_KEYS, "config_file", "timeout"))
+
+    def _instance(self):
+        value = self.get_option("instance")
+        if not value:
+            raise AnsibleError("No sandbox to connect to: set pixels_instance (such as px-mybox) for this host.")
+        try:
+            return instance_name(to_text(value), option="pixels_instance (or the inventory host name)")
+        except PixelsError as exc:
+            raise AnsibleError(exc.message + " Set pixels_instance to the sandbox's instance name (px-<name>).")
+
+    def _connect(self):
+        """The Incus client for this host's settings (kept while a loop reuses the connection)."""
+        options = self._option_values()
+        if self._backend is not None and options == self._options_key:
+            self._connected = True
+            return self
+        self.close()
+        params = {key: self.get_option(key) for key in CONNECTION_KEYS}
+        try:
+            settings = resolve(params, CONNECTION_KEYS, config_file=self.get_option("config_file"))
+        except PixelsError as exc:
+            raise AnsibleError(exc.message)
+        # Imported here: only a connection that is used loads pylxd.
+        from ansible_collections.homelab.pixels.plugins.module_utils.incus import (
+            HAS_PYLXD,
+            PYLXD_IMPORT_ERROR,
+            IncusBackend,
+        )
+        if not HAS_PYLXD:
+            raise AnsibleError(f"The homelab.pixels.incus connection needs pylxd in the Python that runs "
+                               f"Ansible ({PYLXD_IMPORT_ERROR}): pip install -r requirements.txt there.")
+        endpoint = settings.get("remote") or settings.get("socket")
+        display.vvv(f"ESTABLISH INCUS CONNECTION TO {endpoint} (project {settings.get('project')})",
+                    host=self.get_option("instance"))
+        try:
+            self._backend = IncusBackend(timeout=self.get_option("timeout"), **settings)
+        except PixelsError as exc:
+            raise AnsibleConnectionFailure(exc.message)
+        self._options_key = options
+        self._connected = True
+        return self
+
+    def _ready(self):
+        """(backend, instance, account) for the next call; reconnects when a loop item changed
+        the settings of a reused connection."""
+        if not self._connected or self._option_values() != self._options_key:
+            self._connect()
+        instance = self._instance()
+        return self._backend, instance, self._account(instance)
+
+    # -- the user inside the sandbox -------------------------------------------------
+
+    def _account(self, instance):
+        user = self.get_option("remote_user") or ROOT
+        if user == ROOT:
+            return ROOT_ACCOUNT
+        key = (instance, user)
+        if key not in self._accounts:
+            try:
+                self._accounts[key] = self._lookup_account(instance, user)
+            except PixelsError as exc:
+                raise AnsibleConnectionFailure(exc.message)
+        return self._accounts[key]
+
+    def _lookup_account(self, instance, user):
+        backend = self._backend
+        entry = parse_passwd(backend.read_file(instance, "/etc/passwd") or b"", user)
+        if entry is None:
+            return self._lookup_account_nss(instance, user)
+        uid, gid, home, shell = entry
+        groups = parse_group_ids(backend.read_file(instance, "/etc/group") or b"", user, gid)
+        setpriv = self._find_setpriv(instance) if groups else None
+        if groups and not setpriv:
+            display.warning(f"{user} in {instance} belongs to the groups {groups}, but the sandbox has no "
+                            f"setpriv (util-linux) to join them: commands run with group {gid} only.")
+        return make_account(user, uid, gid, home, shell, groups, setpriv)
+
+    def _lookup_account_nss(self, instance, user):
+        """A user that is not in /etc/passwd (LDAP, sssd): ask getent and id inside the sandbox."""
+        script = 'getent passwd "$1" || exit 2; id -G "$1"; command -v setpriv || true'
+        result = self._backend.execute(instance, ["/bin/sh", "-c", script, "sh", user])
+        lines = to_text(result.stdout, errors="surrogate_or_strict").splitlines()
+        entry = parse_passwd(lines[0], user) if result.rc == 0 and lines else None
+        if entry is None:
+            raise PixelsError(
+                f"The user {user!r} does not exist in sandbox {sandbox_name(instance)!r} ({instance}): "
+                f"create it in a task that runs as root (remote_user: root, ansible.builtin.user), or "
+                f"set ansible_user/remote_user to an existing user.")
+        uid, gid, home, shell = entry
+        groups = sorted({int(g) for g in (lines[1].split() if len(lines) > 1 else []) if g.isdigit()} - {gid})
+        setpriv = lines[2].strip() if len(lines) > 2 and lines[2].startswith("/") else None
+        return make_account(user, uid, gid, home, shell, groups, setpriv)
+
+    def _find_setpriv(self, instance):
+        for path in ("/usr/bin/setpriv", "/bin/setpriv"):
+            if self._backend.read_file(instance, path, limit=1 << 24) is not None:
+                return path
+        return None
+
+    # -- commands ------------------------------------------------------------------------
+
+    def exec_command(self, cmd, in_data=None, sudoable=True):
+        super().exec_command(cmd, in_data=in_data, sudoable=sudoable)
+        backend, instance, account = self._ready()
+        argv = [*account.prefix, self._play_context.executable or "/bin/sh", "-c", to_text(cmd)]
+        display.vvv(f"EXEC {to_text(cmd)} (in {instance} as {account.name})", host=instance)
+        uid, gid = account.exec_ids
+        prompt = bool(sudoable and self.become and self.become.expect_prompt())
+        try:
+            with backend.exec_start(instance, argv, env=account.env, user=uid, group=gid, cwd=account.home) as session:
+                if prompt:
+                    self._send_become_password(session)
+                if in_data:
+                    session.write(to_bytes(in_data))
+                session.close_stdin()
+                rc, stdout, stderr = session.wait()
+        except SandboxUnavailable as exc:
+            raise AnsibleConnectionFailure(exc.message)
+        except PixelsError as exc:
+            raise AnsibleConnectionFailure(f"Running a command in {instance} failed: {exc.message}")
+        if prompt:
+            stderr = self.become.strip_become_prompt(stderr)
+        return rc, stdout, stderr
+
+    def _send_become_password(self, session):
+        """Answer the become prompt on stdin, then wait until become succeeded.
+
+        The module goes to stdin only after that, so that a wrong password never makes sudo read
+        the module as its next attempt.
+        """
+        become = self.become
+        deadline = time.monotonic() + self.get_option("timeout")
+        sent = False
+        while True:
+            stdout, stderr = session.output()
+            if become.check_success(stdout) or become.check_success(stderr):
+                return
+            if sent and (become.check_incorrect_password(stderr) or become.check_incorrect_password(stdout)):
+                raise AnsibleError(f"Incorrect {become.name} password")
+            if not sent and (become.check_password_prompt(stderr) or become.check_password_prompt(stdout)):
+                session.write(to_bytes(become.get_option("become_pass") or "") + b"\n")
+                sent = True
+                continue
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not session.wait_output(remaining):
+                raise AnsibleError(f"Timeout ({self.get_option('timeout')} s) waiting for the {become.name} "
+                                   f"prompt or its success: {to_native(stderr or stdout)}")
+            if session.output() == (stdout, stderr):
+                return  # the command ended without asking: its output tells what happened
+
+    # -- files -----------------------------------------------------------------------------
+
+    def _file_call(self, function, *args, **kwargs):
+        try:
+            return function(*args, **kwargs)
+        except SandboxUnavailable as exc:
+            raise AnsibleConnectionFailure(exc.message)
+        except PixelsError as exc:
+            if exc.details.get("missing"):
+                raise AnsibleFileNotFound(exc.message)
+            raise AnsibleError(exc.message)
+
+    def put_file(self, in_path, out_path):
+        super().put_file(in_path, out_path)
+        backend, instance, account = self._ready()
+        out_path = remote_path(to_text(out_path), account)
+        display.vvv(f"PUT {in_path} TO {out_path} (in {instance})", host=instance)
+        if not os.path.isfile(to_bytes(in_path)):
+            raise AnsibleFileNotFound(f"file or module does not exist: {to_native(in_path)}")
+        self._file_call(backend.put_file, instance, to_text(in_path), out_path, uid=account.uid, gid=account.gid)
+
+    def fetch_file(self, in_path, out_path):
+        super().fetch_file(in_path, out_path)
+        backend, instance, account = self._ready()
+        in_path = remote_path(to_text(in_path), account)
+        display.vvv(f"FETCH {in_path} TO {out_path} (in {instance})", host=instance)
+        self._file_call(backend.fetch_file, instance, in_path, to_text(out_path))
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def reset(self):
+        self.close()
+
+    def close(self):
+        backend, self._backend = self._backend, None
+        self._options_key = None
+        self._accounts = {}
+        self._connected = False
+        if backend is not None:
+            backend.close()
