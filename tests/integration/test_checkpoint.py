@@ -11,15 +11,20 @@ def test_checkpoint_create_list_restore_delete(ansible, incus, cleanup):
     assert made["changed"] and made["checkpoint"]["label"] == "one" and made["checkpoints"] == ["one"]
     assert ansible.module("pixels_checkpoint", name="cp", label="one")["changed"] is False
 
-    in_sandbox("px-cp", "echo after > /root/state; touch /root/new")
+    # 8 MiB that only the checkpoint keeps once the sandbox deletes them
+    in_sandbox("px-cp", "echo after > /root/state; touch /root/new;"
+               " head -c 8388608 /dev/urandom > /root/blob; sync")
     stamped = ansible.module("pixels_checkpoint", name="cp")
     assert stamped["changed"] and stamped["checkpoint"]["label"].startswith("px-")
+
+    in_sandbox("px-cp", "rm /root/blob; sync")
 
     listed = ansible.module("pixels_checkpoint_info", name="cp")["checkpoints"]
     assert [c["label"] for c in listed] == ["one", stamped["checkpoint"]["label"]]
     for checkpoint in listed:
         assert checkpoint["created_at"] and checkpoint["stateful"] is False
-        assert checkpoint["size"] is None or checkpoint["size"] >= 0
+    # sizes come from btrfs quota groups, which the incus_host role enables
+    assert listed[1]["size"] >= 8388608, listed
     only = ansible.module("pixels_checkpoint_info", name="cp", label="one")["checkpoints"]
     assert [c["label"] for c in only] == ["one"]
 
