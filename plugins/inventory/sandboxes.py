@@ -11,7 +11,11 @@ version_added: 0.1.0
 description:
   - Makes every C(px-) sandbox of an Incus project an Ansible host, named by its bare sandbox
     name (the instance C(px-mybox) is the host C(mybox)).
-  - All sandboxes are read with one request to the Incus API, whatever their number.
+  - All sandboxes are read with a few requests to the Incus API, whatever their number (Incus'
+    recursion). On the local socket, a listing without state comes first; when every sandbox
+    is stopped, their checkpoints come from the storage pool's volume list instead of the full
+    listing, for which Incus would compute each sandbox's disk usage. A remote Incus is read
+    with the full listing, one request.
   - "The source file must be named C(pixels.yml), C(pixels.yaml), C(*.pixels.yml) or
     C(*.pixels.yaml) and hold C(plugin: homelab.pixels.sandboxes)."
   - Hosts connect with the C(homelab.pixels.incus) connection plugin (through the Incus API,
@@ -321,7 +325,7 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
 
     @staticmethod
     def _fetch(settings):
-        """One request for every sandbox (Incus recursion), as plain dicts.
+        """Every sandbox in a fixed number of requests (Incus recursion), as plain dicts.
 
         The local socket is read with the standard library (incus_api): importing pylxd
         would cost more than the request. A remote Incus goes through IncusBackend (pylxd),

@@ -477,3 +477,34 @@ def test_bad_options(inventory, sandboxes, options, needles, env):
 def test_not_our_file(inventory, incus):
     proc = inventory.run(inventory.write(name="plain.yml"), "--list")
     assert proc.returncode != 0 and "could not be verified by inventory plugin" in proc.stderr, proc.stderr
+
+
+# -- requests ---------------------------------------------------------------
+
+def test_all_stopped_listing_matches_the_full_one(incus_admin, tmp_path):
+    """When every sandbox is stopped the reader skips Incus' state; the result is the same."""
+    from ansible_collections.homelab.pixels.plugins.module_utils.incus_api import (
+        UnixSocketReader,
+        sandboxes_from_listing,
+    )
+
+    project = f"{PROJECT}-stopped"
+    cli = ["incus", "--project", project]
+    if not incus_admin.projects.exists(project):
+        incus_admin.projects.create(project, config={"features.images": "false", "features.profiles": "false"})
+    try:
+        subprocess.run([*cli, "init", "debian/12", "px-cold", "-c", "limits.cpu=1"], check=True, capture_output=True)
+        for label in ("one", "two", "a-three"):
+            subprocess.run([*cli, "snapshot", "create", "px-cold", label], check=True, capture_output=True)
+        subprocess.run([*cli, "copy", "px-cold/two", "px-copy"], check=True, capture_output=True)
+        subprocess.run([*cli, "init", "debian/12", "not-a-sandbox"], check=True, capture_output=True)
+        reader = UnixSocketReader(SOCKET, project)
+        cheap = sorted((s.as_dict() for s in reader.list_sandboxes()), key=lambda s: s["name"])
+        full = sorted((s.as_dict() for s in sandboxes_from_listing(reader.get("/1.0/instances", {"recursion": 2}))),
+                      key=lambda s: s["name"])
+        assert cheap == full
+        assert [(s["name"], s["checkpoints"]) for s in cheap] == [("cold", ["one", "two", "a-three"]), ("copy", [])]
+    finally:
+        for name in ("px-cold", "px-copy", "not-a-sandbox"):
+            subprocess.run([*cli, "delete", "--force", name], capture_output=True, check=False)
+        subprocess.run(["incus", "project", "delete", project], capture_output=True, check=False)

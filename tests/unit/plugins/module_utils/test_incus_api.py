@@ -16,8 +16,19 @@ from ansible_collections.homelab.pixels.plugins.module_utils.incus_api import Un
 INSTANCE = {
     "name": "px-box", "status": "Running", "description": "d", "created_at": "2026-01-01T00:00:00Z",
     "expanded_config": {"limits.cpu": "2", "user.pixels.base": "base"}, "snapshots": [{"name": "ready"}],
+    "expanded_devices": {"root": {"type": "disk", "path": "/", "pool": "pixels"}},
     "state": {"network": {"eth0": {"addresses": [{"family": "inet", "address": "10.1.0.5", "scope": "global"}]}}},
 }
+# recursion=1 has neither state nor snapshots
+BRIEF = {k: v for k, v in INSTANCE.items() if k not in ("state", "snapshots")}
+STOPPED = dict(BRIEF, name="px-off", status="Stopped")
+VOLUMES = [
+    {"name": "px-off", "type": "container", "created_at": "2026-01-01T00:00:00Z"},
+    {"name": "px-off/zz-first", "type": "container", "created_at": "2026-01-02T00:00:00Z"},
+    {"name": "px-off/aa-second", "type": "container", "created_at": "2026-01-03T00:00:00Z"},
+    {"name": "other/ready", "type": "container", "created_at": "2026-01-02T00:00:00Z"},
+    {"name": "px-off/x", "type": "custom", "created_at": "2026-01-02T00:00:00Z"},
+]
 
 
 class FakeIncus(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
@@ -33,8 +44,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
     def do_GET(self):  # pylint: disable=invalid-name
         url = urlsplit(self.path)
         self.server.requests.append((url.path, parse_qs(url.query)))
-        status, body = self.server.routes.get(url.path, (404, {"type": "error", "error": "not found",
-                                                              "error_code": 404}))
+        recursion = parse_qs(url.query).get("recursion", ["0"])[0]
+        missing = (404, {"type": "error", "error": "not found", "error_code": 404})
+        status, body = self.server.routes.get(f"{url.path}?recursion={recursion}",
+                                              self.server.routes.get(url.path, missing))
         raw = body if isinstance(body, bytes) else json.dumps(body).encode()
         self.send_response(status)
         self.send_header("Content-Length", str(len(raw)))
@@ -69,13 +82,33 @@ def sync(metadata):
     return 200, {"type": "sync", "status": "Success", "status_code": 200, "metadata": metadata}
 
 
-def test_one_request_lists_only_sandboxes(fake):
+def test_any_running_sandbox_means_the_full_listing(fake):
     server, path = fake({"/1.0/instances": sync([INSTANCE, dict(INSTANCE, name="other")])})
+    server.routes["/1.0/instances?recursion=1"] = sync([BRIEF, STOPPED, dict(BRIEF, name="other")])
     boxes = UnixSocketReader(path, "agents").list_sandboxes()
     assert [b.name for b in boxes] == ["box"]
     assert boxes[0].ipv4 == ["10.1.0.5"] and boxes[0].checkpoints == ["ready"] and boxes[0].cpu == 2
     assert boxes[0].metadata == {"user.pixels.base": "base"}
-    assert server.requests == [("/1.0/instances", {"recursion": ["2"], "project": ["agents"]})]
+    assert server.requests == [("/1.0/instances", {"recursion": ["1"], "project": ["agents"]}),
+                               ("/1.0/instances", {"recursion": ["2"], "project": ["agents"]})]
+
+
+def test_all_stopped_means_no_state(fake):
+    """Checkpoints come from the pool's volume list, in creation order; Incus computes no state."""
+    server, path = fake({"/1.0/instances?recursion=1": sync([STOPPED, dict(STOPPED, name="other")]),
+                         "/1.0/storage-pools/pixels/volumes": sync(VOLUMES)})
+    boxes = UnixSocketReader(path, "agents").list_sandboxes()
+    assert [(b.name, b.status, b.checkpoints, b.ipv4) for b in boxes] == [
+        ("off", "stopped", ["zz-first", "aa-second"], [])]
+    assert server.requests == [("/1.0/instances", {"recursion": ["1"], "project": ["agents"]}),
+                               ("/1.0/storage-pools/pixels/volumes", {"recursion": ["1"], "project": ["agents"]})]
+
+
+def test_stopped_without_root_pool_falls_back_to_the_full_listing(fake):
+    odd = dict(STOPPED, expanded_devices={})
+    server, path = fake({"/1.0/instances?recursion=1": sync([odd]), "/1.0/instances": sync([dict(odd, snapshots=[])])})
+    assert [b.name for b in UnixSocketReader(path).list_sandboxes()] == ["off"]
+    assert [r[1]["recursion"] for r in server.requests] == [["1"], ["2"]]
 
 
 def test_empty_project_is_checked(fake):
