@@ -230,7 +230,16 @@ class IncusBackend(Backend):
         }
         if pool:
             body["devices"] = {"root": {"type": "disk", "path": "/", "pool": pool}}
-        self._create(instance, body, start)
+        try:
+            self._create(instance, body, start)
+        except PixelsError as exc:
+            if body["source"].get("mode") != "pull":
+                raise
+            raise PixelsError(
+                f"Could not create {instance} from image {image!r} of {image_server}: {exc.message} "
+                f"Check image and image_server, or build a local image (homelab.pixels.image role) "
+                f"and give its alias as image."
+            )
 
     def clone_sandbox(self, instance, source, label=None, cpu=None, memory=None,
                       description="", start=True):

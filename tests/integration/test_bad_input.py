@@ -34,6 +34,8 @@ def failed(result, *needles):
     ({"name": "ok", "state": "sideways"}, ["state", "one of"]),
     ({"name": "ok", "wait_timeout": 0}, ["wait_timeout"]),
     ({"name": "ok", "image": "no/such-image", "image_server": ""}, ["no/such-image", "image_server"]),
+    ({"name": "ok", "image": "ubuntu/24.04", "image_server": "https://127.0.0.1:1"},
+     ["image 'ubuntu/24.04' of https://127.0.0.1:1", "homelab.pixels.image"]),
 ])
 def test_container_bad_input(ansible, incus, golden, cleanup, args, needles):
     before = instance_names(incus)
