@@ -109,7 +109,7 @@ class CountingProxy:
     def _accept(self):
         while True:
             try:
-                client, _ = self._server.accept()
+                client = self._server.accept()[0]
             except OSError:
                 return
             upstream = socket.socket(socket.AF_UNIX)
@@ -175,8 +175,8 @@ def raw_api_timings():
     for label, url in (("recursion=1", f"/1.0/instances?recursion=1&project={PROJECT}"),
                        ("recursion=2", f"/1.0/instances?recursion=2&project={PROJECT}"),
                        ("pool volumes", f"/1.0/storage-pools/{pool_of(SOURCE)}/volumes?recursion=1&project={PROJECT}")):
-        figures[label] = statistics.median(get(url)[0] for _ in range(5))
-    _, answer = get(f"/1.0/instances?recursion=2;fields=state.network&project={PROJECT}")
+        figures[label] = statistics.median([get(url)[0], get(url)[0], get(url)[0], get(url)[0], get(url)[0]])
+    answer = get(f"/1.0/instances?recursion=2;fields=state.network&project={PROJECT}")[1]
     fields = f"unsupported ({answer['error']})" if answer.get("error") else "accepted"
     return figures, fields
 
@@ -205,7 +205,7 @@ def measure(plain, env, rounds, labels):
     timings = {label: [] for label in labels}
     for label in labels:  # warm-up
         run(plain[label], env)
-    for _ in range(rounds):
+    for _round in range(rounds):
         for label in labels:
             timings[label].append(run(plain[label], env)[0])
     return timings
@@ -219,7 +219,7 @@ def count_requests(workdir, env, labels, count):
         counted = sources(os.path.join(workdir, "counted"), proxy.path)
         for label in labels:
             before = proxy.requests
-            _, out = run(counted[label], env)
+            out = run(counted[label], env)[1]
             time.sleep(0.1)
             hostvars = json.loads(out)["_meta"]["hostvars"]
             found = [h for h in hostvars if "binv-" in h and "src" not in h]

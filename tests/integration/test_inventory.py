@@ -374,7 +374,7 @@ def tls_server(tmp_path_factory):
     """A TLS listener on loopback with a self-signed certificate (not Incus, not trusted)."""
     certs = tmp_path_factory.mktemp("certs")
     server_crt, server_key = make_cert(certs, "server")
-    other_crt, _ = make_cert(certs, "other")
+    other_crt = make_cert(certs, "other")[0]
     client_crt, client_key = make_cert(certs, "client")
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(server_crt, server_key)
@@ -385,7 +385,7 @@ def tls_server(tmp_path_factory):
     def serve():
         while not stop.is_set():
             try:
-                conn, _ = listener.accept()
+                conn = listener.accept()[0]
             except OSError:
                 continue
             try:
