@@ -106,8 +106,11 @@ options:
   validate_certs:
     description:
       - Verify the remote server's TLS certificate. Only V(false) here turns verification off.
+      - A boolean, or one of the strings V(true)/V(false), V(yes)/V(no), V(on)/V(off), V(1)/V(0).
+        Anything else is an error, never taken for V(false) (the reason this option is not
+        typed C(bool), which Ansible would read leniently).
       - Falls back to C(validate_certs) in C([incus]), then V(true).
-    type: bool
+    type: raw
     vars:
       - name: pixels_incus_validate_certs
     env:
@@ -162,8 +165,9 @@ options:
 requirements:
   - pylxd >= 2.4 and websockets >= 12 in the Python that runs Ansible on the controller
 notes:
-  - C(become) works with C(sudo) inside the sandbox, with or without a password (the password is
-    written to sudo's stdin; commands have no terminal, so C(su) is not supported).
+  - C(become) runs inside the sandbox (C(sudo), C(su)), with or without a password. Commands have
+    no terminal; the password is written to their stdin when the prompt appears, and the module
+    follows only once become has succeeded.
   - File transfers go through the Incus daemon, which writes and reads as root and then gives
     the file to the connecting user; Ansible still checks readability as that user before a
     fetch.
@@ -299,7 +303,7 @@ class Connection(ConnectionBase):
 
     transport = "homelab.pixels.incus"
     has_pipelining = True
-    has_tty = False  # no terminal: become methods that need one (su) are refused up front
+    has_tty = False  # commands get no terminal: become methods that require one are refused up front
     default_user = ROOT
 
     def __init__(self, *args, **kwargs):
@@ -312,6 +316,19 @@ class Connection(ConnectionBase):
 
     def _option_values(self):
         return tuple(self.get_option(key) for key in (*CONNECTION_KEYS, "config_file", "timeout"))
+
+    def _settings_params(self):
+        """The connection settings from host vars, None where unset.
+
+        Values that Ansible read from the PIXELS_* variables are left to settings.resolve, which
+        reads the same variables at the same precedence (after vars, before config.toml) but
+        ignores blank ones and refuses booleans it cannot read, as the modules do.
+        """
+        params = {}
+        for key in CONNECTION_KEYS:
+            value, origin = self.get_option_and_origin(key)
+            params[key] = None if str(origin).startswith("env:") else value
+        return params
 
     def _instance(self):
         value = self.get_option("instance")
@@ -329,9 +346,8 @@ class Connection(ConnectionBase):
             self._connected = True
             return self
         self.close()
-        params = {key: self.get_option(key) for key in CONNECTION_KEYS}
         try:
-            settings = resolve(params, CONNECTION_KEYS, config_file=self.get_option("config_file"))
+            settings = resolve(self._settings_params(), CONNECTION_KEYS, config_file=self.get_option("config_file"))
         except PixelsError as exc:
             raise AnsibleError(exc.message)
         # Imported here: only a connection that is used loads pylxd.

@@ -52,6 +52,8 @@ from ansible_collections.homelab.pixels.plugins.module_utils.incus_api import ( 
 from ansible_collections.homelab.pixels.plugins.module_utils.names import sandbox_name
 
 POLL_INTERVAL = 0.05
+# Exit codes that Incus turns into an error of the exec operation.
+_EXIT_ERRORS = {"Command not found": 127, "Command not executable": 126}
 _FINGERPRINT_RE = re.compile(r"^[0-9a-f]{12,64}$")
 
 
@@ -492,8 +494,14 @@ class IncusBackend(Backend):
         """The exit code of an exec operation, once it has ended."""
         while True:
             with self._errors(f"waiting for a command in {instance}"):
-                data = self.client.api.operations[operation].wait.get(
-                    params={"timeout": 30}, timeout=self.timeout + 30).json()["metadata"]
+                try:
+                    data = self.client.api.operations[operation].wait.get(
+                        params={"timeout": 30}, timeout=self.timeout + 30).json()["metadata"]
+                except pylxd_errors.LXDAPIException as exc:
+                    # Incus reports these exit codes as errors, for a shell's as for its own.
+                    if str(exc) in _EXIT_ERRORS:
+                        return _EXIT_ERRORS[str(exc)]
+                    raise
             if str(data.get("status", "")).lower() in ("running", "pending"):
                 continue
             metadata = data.get("metadata") or {}

@@ -1,0 +1,532 @@
+"""The homelab.pixels.incus connection plugin against the real Incus: playbooks inside sandboxes.
+
+Hosts come from a static inventory (``ansible_connection=homelab.pixels.incus``), as the
+homelab.pixels.sandboxes inventory would set them.
+"""
+
+import hashlib
+import os
+import socket
+import ssl
+import subprocess
+import sys
+import threading
+
+import pytest
+
+from ansible_fixtures import ROOT
+from conftest import PROJECT, SOCKET, in_sandbox, incus_cli
+
+CONNECTION = "homelab.pixels.incus"
+# TEST-NET-1: nothing answers there, so a task that worked did not go through ansible_host.
+UNROUTABLE = "192.0.2.1"
+
+
+def write_inventory(directory, line, name="inventory.ini"):
+    path = os.path.join(str(directory), name)
+    with open(path, "w") as handle:
+        handle.write(f"[sandboxes]\n{line} ansible_python_interpreter=/usr/bin/python3\n")
+    return path
+
+
+def host_line(host, **hostvars):
+    hostvars.setdefault("ansible_connection", CONNECTION)
+    return host + "".join(f" {key}={value}" for key, value in hostvars.items())
+
+
+def sandbox(ansible, name, **args):
+    result = ansible.module("pixels_container", name=name, **args)
+    assert not result.get("failed"), result
+    return "px-" + name
+
+
+def sha256(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def no_traceback(run):
+    assert "Traceback" not in run.stdout + run.stderr, run.stdout + run.stderr
+
+
+# -- a playbook as root, as a user, with become -------------------------------------------
+
+PLAY = """\
+- hosts: sandboxes
+  gather_facts: true
+  vars:
+    ansible_pipelining: {pipelining}
+  tasks:
+    - name: whoami
+      ansible.builtin.command: id -un
+
+    - name: users
+      ansible.builtin.user:
+        name: "{{{{ item.name }}}}"
+        shell: /bin/bash
+        groups: "{{{{ item.groups }}}}"
+      loop:
+        - {{name: pixel, groups: [adm]}}
+        - {{name: pixel2, groups: []}}
+
+    - name: pixel2's password
+      ansible.builtin.shell: echo pixel2:s3cret | chpasswd
+
+    - name: sudo rules
+      ansible.builtin.copy:
+        dest: /etc/sudoers.d/pixels
+        content: |
+          pixel ALL=(ALL) NOPASSWD: ALL
+          pixel2 ALL=(ALL) ALL
+        mode: "0440"
+        validate: visudo -cf %s
+
+    - name: copy
+      ansible.builtin.copy:
+        dest: /root/copied
+        content: "copied by {{{{ inventory_hostname }}}}\\n"
+        owner: root
+        group: adm
+        mode: "0640"
+
+    - name: template
+      ansible.builtin.template:
+        src: {template}
+        dest: /root/templated.txt
+        mode: "0600"
+
+    - name: fetch
+      ansible.builtin.fetch:
+        src: /root/templated.txt
+        dest: {fetched}/
+        flat: true
+
+    - name: file
+      ansible.builtin.file:
+        path: /srv/data
+        state: directory
+        owner: pixel
+        mode: "0750"
+
+    - name: as pixel
+      ansible.builtin.shell: 'id; echo "$HOME $USER $LOGNAME $FOO"; pwd'
+      remote_user: pixel
+      environment:
+        FOO: bar
+
+    - name: copy as pixel
+      ansible.builtin.copy:
+        dest: /home/pixel/mine
+        content: "mine\\n"
+        mode: "0604"
+      remote_user: pixel
+
+    - name: fetch as pixel
+      ansible.builtin.fetch:
+        src: /home/pixel/mine
+        dest: {fetched}/mine
+        flat: true
+      remote_user: pixel
+
+    - name: facts as pixel
+      ansible.builtin.setup:
+        gather_subset: [min]
+      remote_user: pixel
+
+    - name: become from pixel
+      ansible.builtin.command: id -un
+      remote_user: pixel
+      become: true
+
+    - name: become with a password
+      ansible.builtin.command: id -un
+      remote_user: pixel2
+      become: true
+      vars:
+        ansible_become_password: s3cret
+
+    - name: raw
+      ansible.builtin.raw: echo raw output
+"""
+
+
+@pytest.mark.parametrize("pipelining", [True, False], ids=["pipelining", "no-pipelining"])
+def test_playbook_inside_a_sandbox(ansible, incus, cleanup, tmp_path, pipelining):
+    name = "conn-pipe" if pipelining else "conn-files"
+    instance = sandbox(ansible, name)
+    template = tmp_path / "t.j2"
+    template.write_text("{{ inventory_hostname }} on {{ ansible_facts['distribution'] }}\n")
+    fetched = tmp_path / "fetched"
+    if pipelining:
+        # The host name is the bare sandbox name: the instance comes from inventory_hostname.
+        line = host_line(name, ansible_host=UNROUTABLE)
+    else:
+        # Another host name: pixels_instance wins, and settings come from host vars.
+        line = host_line("alias", pixels_instance=instance, pixels_incus_project=PROJECT,
+                         pixels_incus_socket=SOCKET, ansible_host=UNROUTABLE)
+    host = name if pipelining else "alias"
+    run = ansible.playbook(PLAY.format(pipelining=str(pipelining).lower(), template=template, fetched=fetched),
+                           inventory=write_inventory(tmp_path, line))
+    assert run.rc == 0 and not run.failed, run.stdout + run.stderr
+    no_traceback(run)
+
+    facts = run.result("Gathering Facts", host)["ansible_facts"]
+    assert facts["ansible_hostname"] == instance and facts["ansible_user_id"] == "root"
+    assert run.result("whoami", host)["stdout"] == "root"
+
+    assert in_sandbox(instance, "stat -c '%U %G %a' /root/copied").split() == ["root", "adm", "640"]
+    assert in_sandbox(instance, "cat /root/copied") == f"copied by {host}\n"
+    assert in_sandbox(instance, "cat /root/templated.txt") == f"{host} on Debian\n"
+    assert (fetched / "templated.txt").read_text() == f"{host} on Debian\n"
+    assert in_sandbox(instance, "stat -c '%U %a' /srv/data").split() == ["pixel", "750"]
+
+    lines = run.result("as pixel", host)["stdout_lines"]
+    assert lines[0].startswith("uid=1000(pixel) gid=1000(pixel) groups=1000(pixel),4(adm)"), lines
+    assert lines[1:] == ["/home/pixel pixel pixel bar", "/home/pixel"], lines
+    assert in_sandbox(instance, "stat -c '%U %G %a' /home/pixel/mine").split() == ["pixel", "pixel", "604"]
+    assert (fetched / "mine").read_text() == "mine\n"
+    assert run.result("facts as pixel", host)["ansible_facts"]["ansible_user_id"] == "pixel"
+    assert run.result("become from pixel", host)["stdout"] == "root"
+    assert run.result("become with a password", host)["stdout"] == "root"
+    assert run.result("raw", host)["stdout"].strip() == "raw output"
+    # Nothing of Ansible's is left behind in the sandbox.
+    assert in_sandbox(instance, "ls -A /root/.ansible/tmp /home/pixel/.ansible/tmp 2>/dev/null || true").split() == [
+        "/home/pixel/.ansible/tmp:", "/root/.ansible/tmp:"]
+
+
+# -- large files ------------------------------------------------------------------------
+
+def test_large_file_round_trip(ansible, incus, cleanup, tmp_path):
+    instance = sandbox(ansible, "conn-big")
+    big = tmp_path / "big.bin"
+    with open(big, "wb") as handle:
+        for _ in range(50):
+            handle.write(os.urandom(1 << 20))
+    fetched = tmp_path / "back.bin"
+    run = ansible.playbook(f"""
+        - hosts: sandboxes
+          gather_facts: false
+          tasks:
+            - name: user
+              ansible.builtin.user: {{name: pixel}}
+            - name: put
+              ansible.builtin.copy: {{src: {big}, dest: /home/pixel/big.bin, owner: pixel, group: pixel, mode: "0604"}}
+            - name: fetch
+              ansible.builtin.fetch: {{src: /home/pixel/big.bin, dest: {fetched}, flat: true}}
+              remote_user: pixel
+    """, inventory=write_inventory(tmp_path, host_line("conn-big")))
+    assert run.rc == 0 and not run.failed, run.stdout + run.stderr
+    expected = sha256(big)
+    assert in_sandbox(instance, "sha256sum /home/pixel/big.bin").split()[0] == expected
+    assert in_sandbox(instance, "stat -c '%U %G %a %s' /home/pixel/big.bin").split() == [
+        "pixel", "pixel", "604", str(50 << 20)]
+    assert sha256(fetched) == expected
+
+
+STREAMING = """
+import os, resource, sys
+sys.path.insert(0, {collections!r})
+from ansible.plugins.loader import connection_loader, init_plugin_loader
+from ansible.playbook.play_context import PlayContext
+init_plugin_loader([{collections!r}])
+connection = connection_loader.get("homelab.pixels.incus", PlayContext())
+connection.set_options(var_options={{"inventory_hostname": "ignored", "pixels_instance": {instance!r},
+                                     "pixels_incus_project": {project!r}, "ansible_user": {user!r}}})
+connection.exec_command("true")  # connect and import everything first
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+connection.put_file({source!r}, "big.bin")  # relative: in the user's home
+connection.fetch_file("big.bin", {back!r})
+after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+connection.close()
+print((after - before) // 1024)
+"""
+
+
+def test_plugin_streams_files_and_keeps_modes(ansible, incus, cleanup, tmp_path):
+    """put_file and fetch_file directly: 50 MiB through less than 20 MiB of memory; the
+    local mode goes in, the sandbox's mode comes back, the file belongs to the remote user."""
+    instance = sandbox(ansible, "conn-stream")
+    in_sandbox(instance, "useradd -m -s /bin/bash pixel")
+    source = tmp_path / "big.bin"
+    with open(source, "wb") as handle:
+        for _ in range(50):
+            handle.write(os.urandom(1 << 20))
+    os.chmod(source, 0o751)
+    back = tmp_path / "back.bin"
+    script = STREAMING.format(collections=os.environ["ANSIBLE_COLLECTIONS_PATH"], instance=instance, project=PROJECT,
+                              user="pixel",
+                              source=str(source), back=str(back))
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT,
+                          env=ansible.env(), timeout=600, check=False)
+    assert proc.returncode == 0, proc.stderr
+    grown_mib = int(proc.stdout.split()[-1])
+    assert grown_mib < 20, f"peak memory grew by {grown_mib} MiB for a 50 MiB file"
+    assert in_sandbox(instance, "stat -c '%U %G %a' /home/pixel/big.bin").split() == ["pixel", "pixel", "751"]
+    assert sha256(back) == sha256(source)
+    assert oct(os.stat(back).st_mode & 0o777) == oct(0o751)
+
+
+# -- bad inputs -------------------------------------------------------------------------
+
+ONE_TASK = """
+- hosts: sandboxes
+  gather_facts: false
+  tasks:
+    - name: probe
+      ansible.builtin.command: "true"
+"""
+
+
+def probe(ansible, tmp_path, line, env=None, play=ONE_TASK):
+    """Run one task; its result (unreachable or failed) and the run."""
+    run = ansible.playbook(play, inventory=write_inventory(tmp_path, line), env=env)
+    no_traceback(run)
+    assert run.results, run.stdout + run.stderr
+    return run.results[0][2], run
+
+
+def unreachable(result, *needles):
+    assert result.get("unreachable"), result
+    for needle in needles:
+        assert needle in result["msg"], result["msg"]
+
+
+def failed(result, *needles):
+    assert result.get("failed") and not result.get("unreachable"), result
+    for needle in needles:
+        assert needle in result["msg"], result["msg"]
+
+
+@pytest.fixture(scope="module")
+def stopped(ansible, incus):
+    instance = sandbox(ansible, "conn-stopped", state="stopped")
+    yield instance
+    incus_cli("delete", "--force", instance, check=False)
+
+
+@pytest.fixture(scope="module")
+def running(ansible, incus):
+    instance = sandbox(ansible, "conn-bad")
+    in_sandbox(instance, "useradd -m pixel2 && echo pixel2:s3cret | chpasswd"
+                         " && echo 'pixel2 ALL=(ALL) ALL' > /etc/sudoers.d/pixel2")
+    yield instance
+    incus_cli("delete", "--force", instance, check=False)
+
+
+def test_stopped_sandbox(ansible, tmp_path, stopped):
+    result, _ = probe(ansible, tmp_path, host_line("conn-stopped"))
+    unreachable(result, "Sandbox 'conn-stopped'", "is stopped", "homelab.pixels.pixels_container",
+                "state: started")
+
+
+def test_missing_sandbox(ansible, incus, tmp_path):
+    result, _ = probe(ansible, tmp_path, host_line("somehost", pixels_instance="px-nosuchbox"))
+    unreachable(result, "Sandbox 'nosuchbox' does not exist", f"project {PROJECT}", "pixels_instance")
+
+
+def test_missing_socket(ansible, incus, tmp_path):
+    result, _ = probe(ansible, tmp_path, host_line("conn-bad", pixels_incus_socket="/nonexistent/unix.socket"))
+    unreachable(result, "/nonexistent/unix.socket does not exist", "PIXELS_INCUS_SOCKET")
+    result, _ = probe(ansible, tmp_path, host_line("conn-bad"), env={"PIXELS_INCUS_SOCKET": "/env/unix.socket"})
+    unreachable(result, "/env/unix.socket does not exist")
+
+
+def test_dead_socket(ansible, incus, tmp_path):
+    dead = str(tmp_path / "dead.socket")
+    sock = socket.socket(socket.AF_UNIX)
+    sock.bind(dead)
+    sock.close()
+    result, _ = probe(ansible, tmp_path, host_line("conn-bad", pixels_incus_socket=dead))
+    unreachable(result, "Nothing answers", "Incus daemon running")
+
+
+def test_missing_project(ansible, incus, tmp_path):
+    result, _ = probe(ansible, tmp_path, host_line("conn-bad", pixels_incus_project="no-such-project"))
+    unreachable(result, "project='no-such-project' does not exist", "incus project create")
+
+
+def test_bad_config_files(ansible, incus, tmp_path):
+    broken = tmp_path / "broken.toml"
+    broken.write_text("[incus\n")
+    result, _ = probe(ansible, tmp_path, host_line("conn-bad", pixels_config_file=broken))
+    failed(result, str(broken), "not valid TOML")
+    result, _ = probe(ansible, tmp_path, host_line("conn-bad"), env={"PIXELS_CONFIG": str(broken)})
+    failed(result, "not valid TOML")
+    result, _ = probe(ansible, tmp_path, host_line("conn-bad", pixels_config_file=tmp_path / "none.toml"))
+    failed(result, "config_file=", "does not exist")
+    xdg = tmp_path / "xdg"
+    (xdg / "pixels").mkdir(parents=True)
+    (xdg / "pixels" / "config.toml").write_text("[incus]\nvalidate_certs = 'maybe'\n")
+    result, _ = probe(ansible, tmp_path, host_line("conn-bad"), env={"XDG_CONFIG_HOME": str(xdg)})
+    failed(result, "validate_certs from", "must be true or false")
+
+
+def test_config_file_fallback(ansible, running, tmp_path):
+    """Project and socket from config.toml when neither host vars nor PIXELS_* set them."""
+    config = tmp_path / "config.toml"
+    config.write_text(f'[incus]\nproject = "{PROJECT}"\nsocket = "{SOCKET}"\n')
+    env = {"PIXELS_CONFIG": str(config), "PIXELS_INCUS_PROJECT": "", "PIXELS_INCUS_SOCKET": ""}
+    result, _ = probe(ansible, tmp_path, host_line("conn-bad"), env=env)
+    assert not result.get("failed") and not result.get("unreachable"), result
+
+
+@pytest.mark.parametrize("line, needles", [
+    (host_line("bad_name"), ["'bad_name' is not a valid sandbox name", "pixels_instance"]),
+    (host_line("conn-bad", pixels_incus_validate_certs="maybe"), ["validate_certs", "must be true or false"]),
+    (host_line("conn-bad", pixels_incus_remote="http://127.0.0.1:8443"), ["must be an https:// URL"]),
+    (host_line("conn-bad", pixels_incus_remote="https://127.0.0.1:1"), ["needs a trusted client certificate"]),
+])
+def test_bad_options(ansible, running, tmp_path, line, needles):
+    result, _ = probe(ansible, tmp_path, line)
+    assert result.get("failed") or result.get("unreachable"), result
+    for needle in needles:
+        assert needle in result["msg"], result["msg"]
+
+
+def test_missing_user(ansible, running, tmp_path):
+    result, _ = probe(ansible, tmp_path, host_line("conn-bad", ansible_user="nosuchuser"))
+    unreachable(result, "The user 'nosuchuser' does not exist in sandbox 'conn-bad'", "remote_user")
+
+
+def test_wrong_become_password(ansible, running, tmp_path):
+    line = host_line("conn-bad", ansible_user="pixel2", ansible_become="true", ansible_become_password="wrong")
+    result, _ = probe(ansible, tmp_path, line)
+    failed(result, "Incorrect sudo password")
+    # and the right one
+    line = host_line("conn-bad", ansible_user="pixel2", ansible_become="true", ansible_become_password="s3cret")
+    result, _ = probe(ansible, tmp_path, line)
+    assert not result.get("failed"), result
+
+
+# -- TLS without touching the Incus daemon: a stand-in server on loopback -----------------
+
+def make_cert(directory, name):
+    crt, key = str(directory / f"{name}.crt"), str(directory / f"{name}.key")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+                    "-nodes", "-keyout", key, "-out", crt, "-days", "2", "-subj", f"/CN={name}",
+                    "-addext", "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True)
+    return crt, key
+
+
+@pytest.fixture(scope="module")
+def tls_server(tmp_path_factory):
+    """A TLS listener on loopback with a self-signed certificate (not Incus, not trusted)."""
+    certs = tmp_path_factory.mktemp("certs")
+    server_crt, server_key = make_cert(certs, "server")
+    other_crt, _ = make_cert(certs, "other")
+    client_crt, client_key = make_cert(certs, "client")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(server_crt, server_key)
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.2)
+    stop = threading.Event()
+
+    def serve():
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                continue
+            try:
+                with context.wrap_socket(conn, server_side=True) as tls:
+                    tls.settimeout(2)
+                    tls.recv(65536)
+                    tls.sendall(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+            except (OSError, ssl.SSLError):
+                pass
+            finally:
+                conn.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield {"url": f"https://127.0.0.1:{listener.getsockname()[1]}", "server_cert": server_crt,
+           "other_cert": other_crt, "client_cert": client_crt, "client_key": client_key}
+    stop.set()
+    thread.join()
+    listener.close()
+
+
+def test_bad_certificates(ansible, incus, tmp_path, tls_server):
+    remote = {"pixels_incus_remote": tls_server["url"], "pixels_incus_client_cert": tls_server["client_cert"],
+              "pixels_incus_client_key": tls_server["client_key"]}
+    bundle = {"REQUESTS_CA_BUNDLE": tls_server["server_cert"], "CURL_CA_BUNDLE": tls_server["server_cert"],
+              "SSL_CERT_FILE": tls_server["server_cert"]}
+    result, _ = probe(ansible, tmp_path, host_line("conn-bad", pixels_incus_server_cert=tls_server["other_cert"],
+                                                   **remote), env=bundle)
+    unreachable(result, "did not present the certificate in server_cert", tls_server["other_cert"])
+    result, _ = probe(ansible, tmp_path, host_line("conn-bad", **remote), env=bundle)
+    unreachable(result, f"TLS verification of {tls_server['url']} failed", "server_cert")
+
+
+# -- a remote Incus over HTTPS (toggles core.https_address: run with -m remote only) -------
+
+ADDRESS = "127.0.0.1:8443"
+
+
+@pytest.fixture(scope="module")
+def https(incus, tmp_path_factory):
+    """HTTPS listener and a client certificate restricted to the test project; undone afterwards."""
+    certs = tmp_path_factory.mktemp("https")
+    crt, key = make_cert(certs, "pixels-conn-client")
+    previous = subprocess.run(["incus", "config", "get", "core.https_address"],
+                              capture_output=True, text=True, check=True).stdout.strip()
+    if not previous:
+        subprocess.run(["incus", "config", "set", f"core.https_address={ADDRESS}"], check=True)
+    subprocess.run(["incus", "config", "trust", "add-certificate", crt, "--name", "pixels-conn-client",
+                    "--restricted", "--projects", PROJECT], check=True)
+    fingerprint = subprocess.run(["openssl", "x509", "-in", crt, "-noout", "-fingerprint", "-sha256"],
+                                 capture_output=True, text=True, check=True).stdout
+    fingerprint = fingerprint.split("=", 1)[1].strip().replace(":", "").lower()
+    yield {"pixels_incus_remote": f"https://{previous or ADDRESS}", "pixels_incus_client_cert": crt,
+           "pixels_incus_client_key": key, "pixels_incus_server_cert": "/var/lib/incus/server.crt",
+           "certs": certs}
+    subprocess.run(["incus", "config", "trust", "remove", fingerprint[:12]], check=False)
+    if not previous:
+        subprocess.run(["incus", "config", "unset", "core.https_address"], check=False)
+
+
+@pytest.mark.remote
+def test_playbook_over_https(ansible, incus, cleanup, tmp_path, https):
+    instance = sandbox(ansible, "conn-far")
+    settings = {k: v for k, v in https.items() if k != "certs"}
+    bundle = {"REQUESTS_CA_BUNDLE": "/etc/ssl/certs/ca-certificates.crt",
+              "CURL_CA_BUNDLE": "/etc/ssl/certs/ca-certificates.crt",
+              "SSL_CERT_FILE": "/etc/ssl/certs/ca-certificates.crt",
+              "PIXELS_INCUS_SOCKET": "/nonexistent/unix.socket"}  # the remote wins over any socket
+    fetched = tmp_path / "fetched.txt"
+    play = f"""
+        - hosts: sandboxes
+          gather_facts: false
+          tasks:
+            - name: command
+              ansible.builtin.command: hostname
+            - name: copy
+              ansible.builtin.copy: {{dest: /root/far.txt, content: "far\\n", mode: "0600"}}
+            - name: fetch
+              ansible.builtin.fetch: {{src: /root/far.txt, dest: {fetched}, flat: true}}
+            - name: stdin
+              ansible.builtin.command: {{cmd: cat, stdin: piped}}
+    """
+    run = ansible.playbook(play, inventory=write_inventory(tmp_path, host_line("conn-far", **settings)), env=bundle)
+    assert run.rc == 0 and not run.failed, run.stdout + run.stderr
+    assert run.result("command", "conn-far")["stdout"] == instance
+    assert run.result("stdin", "conn-far")["stdout"] == "piped"
+    assert fetched.read_text() == "far\n"
+
+    other = make_cert(https["certs"], "impostor")[0]
+    result, _ = probe(ansible, tmp_path, host_line("conn-far", **dict(settings, pixels_incus_server_cert=other)),
+                      env=bundle)
+    unreachable(result, "did not present the certificate in server_cert")
+    unpinned = {k: v for k, v in settings.items() if k != "pixels_incus_server_cert"}
+    result, _ = probe(ansible, tmp_path, host_line("conn-far", **unpinned), env=bundle)
+    unreachable(result, "TLS verification", "server_cert")
+    result, _ = probe(ansible, tmp_path, host_line("conn-far", pixels_incus_validate_certs="false", **unpinned))
+    assert not result.get("failed") and not result.get("unreachable"), result
+    crt, key = make_cert(https["certs"], "stranger")
+    result, _ = probe(ansible, tmp_path, host_line(
+        "conn-far", **dict(settings, pixels_incus_client_cert=crt, pixels_incus_client_key=key)))
+    unreachable(result, "does not trust client_cert")
+
