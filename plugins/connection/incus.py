@@ -147,8 +147,9 @@ options:
     description:
       - Pipe each module into the sandbox's Python on stdin rather than copying it in first, so
         that a task is one command instead of four (make a directory, copy, run, clean up).
-      - On by default, unlike for the C(ssh) connection, since nothing here needs a terminal
-        (C(requiretty) cannot apply). Set V(false) to copy modules in as files.
+      - On by default, unlike for the C(ssh) connection. The usual reason to keep it off, sudo's
+        C(requiretty), does not apply here; commands never get a terminal either way. Set
+        V(false) to copy modules in as files.
       - Ansible does not pipeline C(async) tasks or C(become_method=su).
     type: bool
     default: true

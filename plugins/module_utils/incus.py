@@ -522,7 +522,7 @@ class IncusBackend(Backend):
     def _file_response(self, instance, remote_path):
         """A streamed GET of a regular file, following symlinks; None when it does not exist."""
         path = remote_path
-        for _ in range(40):
+        for _hop in range(40):
             with self._inside(instance, f"reading {path} in {instance}"):
                 try:
                     response = self._api(instance).files.get(params={"path": path}, stream=True)

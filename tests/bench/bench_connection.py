@@ -139,7 +139,7 @@ def main():
         timings = {label: [] for label in paths}
         for label, inventory in paths.items():  # warm-up: caches, the ssh master, sshd's first login
             run_play(inventory, playbook, env)
-        for _ in range(args.rounds):
+        for _round in range(args.rounds):
             for label, inventory in paths.items():
                 timings[label].append(run_play(inventory, playbook, env))
     finally:

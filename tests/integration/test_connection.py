@@ -203,7 +203,7 @@ def test_large_file_round_trip(ansible, incus, cleanup, tmp_path):
     instance = sandbox(ansible, "conn-big")
     big = tmp_path / "big.bin"
     with open(big, "wb") as handle:
-        for _ in range(50):
+        for _mib in range(50):
             handle.write(os.urandom(1 << 20))
     fetched = tmp_path / "back.bin"
     run = ansible.playbook(f"""
@@ -252,7 +252,7 @@ def test_plugin_streams_files_and_keeps_modes(ansible, incus, cleanup, tmp_path)
     in_sandbox(instance, "useradd -m -s /bin/bash pixel")
     source = tmp_path / "big.bin"
     with open(source, "wb") as handle:
-        for _ in range(50):
+        for _mib in range(50):
             handle.write(os.urandom(1 << 20))
     os.chmod(source, 0o751)
     back = tmp_path / "back.bin"
@@ -281,11 +281,11 @@ ONE_TASK = """
 
 
 def probe(ansible, tmp_path, line, env=None, play=ONE_TASK):
-    """Run one task; its result (unreachable or failed) and the run."""
+    """Run one task; its result (unreachable or failed)."""
     run = ansible.playbook(play, inventory=write_inventory(tmp_path, line), env=env)
     no_traceback(run)
     assert run.results, run.stdout + run.stderr
-    return run.results[0][2], run
+    return run.results[0][2]
 
 
 def unreachable(result, *needles):
@@ -317,20 +317,20 @@ def running(ansible, incus):
 
 
 def test_stopped_sandbox(ansible, tmp_path, stopped):
-    result, _ = probe(ansible, tmp_path, host_line("conn-stopped"))
+    result = probe(ansible, tmp_path, host_line("conn-stopped"))
     unreachable(result, "Sandbox 'conn-stopped'", "is stopped", "homelab.pixels.pixels_container",
                 "state: started")
 
 
 def test_missing_sandbox(ansible, incus, tmp_path):
-    result, _ = probe(ansible, tmp_path, host_line("somehost", pixels_instance="px-nosuchbox"))
+    result = probe(ansible, tmp_path, host_line("somehost", pixels_instance="px-nosuchbox"))
     unreachable(result, "Sandbox 'nosuchbox' does not exist", f"project {PROJECT}", "pixels_instance")
 
 
 def test_missing_socket(ansible, incus, tmp_path):
-    result, _ = probe(ansible, tmp_path, host_line("conn-bad", pixels_incus_socket="/nonexistent/unix.socket"))
+    result = probe(ansible, tmp_path, host_line("conn-bad", pixels_incus_socket="/nonexistent/unix.socket"))
     unreachable(result, "/nonexistent/unix.socket does not exist", "PIXELS_INCUS_SOCKET")
-    result, _ = probe(ansible, tmp_path, host_line("conn-bad"), env={"PIXELS_INCUS_SOCKET": "/env/unix.socket"})
+    result = probe(ansible, tmp_path, host_line("conn-bad"), env={"PIXELS_INCUS_SOCKET": "/env/unix.socket"})
     unreachable(result, "/env/unix.socket does not exist")
 
 
@@ -339,28 +339,28 @@ def test_dead_socket(ansible, incus, tmp_path):
     sock = socket.socket(socket.AF_UNIX)
     sock.bind(dead)
     sock.close()
-    result, _ = probe(ansible, tmp_path, host_line("conn-bad", pixels_incus_socket=dead))
+    result = probe(ansible, tmp_path, host_line("conn-bad", pixels_incus_socket=dead))
     unreachable(result, "Nothing answers", "Incus daemon running")
 
 
 def test_missing_project(ansible, incus, tmp_path):
-    result, _ = probe(ansible, tmp_path, host_line("conn-bad", pixels_incus_project="no-such-project"))
+    result = probe(ansible, tmp_path, host_line("conn-bad", pixels_incus_project="no-such-project"))
     unreachable(result, "project='no-such-project' does not exist", "incus project create")
 
 
 def test_bad_config_files(ansible, incus, tmp_path):
     broken = tmp_path / "broken.toml"
     broken.write_text("[incus\n")
-    result, _ = probe(ansible, tmp_path, host_line("conn-bad", pixels_config_file=broken))
+    result = probe(ansible, tmp_path, host_line("conn-bad", pixels_config_file=broken))
     failed(result, str(broken), "not valid TOML")
-    result, _ = probe(ansible, tmp_path, host_line("conn-bad"), env={"PIXELS_CONFIG": str(broken)})
+    result = probe(ansible, tmp_path, host_line("conn-bad"), env={"PIXELS_CONFIG": str(broken)})
     failed(result, "not valid TOML")
-    result, _ = probe(ansible, tmp_path, host_line("conn-bad", pixels_config_file=tmp_path / "none.toml"))
+    result = probe(ansible, tmp_path, host_line("conn-bad", pixels_config_file=tmp_path / "none.toml"))
     failed(result, "config_file=", "does not exist")
     xdg = tmp_path / "xdg"
     (xdg / "pixels").mkdir(parents=True)
     (xdg / "pixels" / "config.toml").write_text("[incus]\nvalidate_certs = 'maybe'\n")
-    result, _ = probe(ansible, tmp_path, host_line("conn-bad"), env={"XDG_CONFIG_HOME": str(xdg)})
+    result = probe(ansible, tmp_path, host_line("conn-bad"), env={"XDG_CONFIG_HOME": str(xdg)})
     failed(result, "validate_certs from", "must be true or false")
 
 
@@ -369,7 +369,7 @@ def test_config_file_fallback(ansible, running, tmp_path):
     config = tmp_path / "config.toml"
     config.write_text(f'[incus]\nproject = "{PROJECT}"\nsocket = "{SOCKET}"\n')
     env = {"PIXELS_CONFIG": str(config), "PIXELS_INCUS_PROJECT": "", "PIXELS_INCUS_SOCKET": ""}
-    result, _ = probe(ansible, tmp_path, host_line("conn-bad"), env=env)
+    result = probe(ansible, tmp_path, host_line("conn-bad"), env=env)
     assert not result.get("failed") and not result.get("unreachable"), result
 
 
@@ -380,24 +380,24 @@ def test_config_file_fallback(ansible, running, tmp_path):
     (host_line("conn-bad", pixels_incus_remote="https://127.0.0.1:1"), ["needs a trusted client certificate"]),
 ])
 def test_bad_options(ansible, running, tmp_path, line, needles):
-    result, _ = probe(ansible, tmp_path, line)
+    result = probe(ansible, tmp_path, line)
     assert result.get("failed") or result.get("unreachable"), result
     for needle in needles:
         assert needle in result["msg"], result["msg"]
 
 
 def test_missing_user(ansible, running, tmp_path):
-    result, _ = probe(ansible, tmp_path, host_line("conn-bad", ansible_user="nosuchuser"))
+    result = probe(ansible, tmp_path, host_line("conn-bad", ansible_user="nosuchuser"))
     unreachable(result, "The user 'nosuchuser' does not exist in sandbox 'conn-bad'", "remote_user")
 
 
 def test_wrong_become_password(ansible, running, tmp_path):
     line = host_line("conn-bad", ansible_user="pixel2", ansible_become="true", ansible_become_password="wrong")
-    result, _ = probe(ansible, tmp_path, line)
+    result = probe(ansible, tmp_path, line)
     failed(result, "Incorrect sudo password")
     # and the right one
     line = host_line("conn-bad", ansible_user="pixel2", ansible_become="true", ansible_become_password="s3cret")
-    result, _ = probe(ansible, tmp_path, line)
+    result = probe(ansible, tmp_path, line)
     assert not result.get("failed"), result
 
 
@@ -416,7 +416,7 @@ def tls_server(tmp_path_factory):
     """A TLS listener on loopback with a self-signed certificate (not Incus, not trusted)."""
     certs = tmp_path_factory.mktemp("certs")
     server_crt, server_key = make_cert(certs, "server")
-    other_crt, _ = make_cert(certs, "other")
+    other_crt = make_cert(certs, "other")[0]
     client_crt, client_key = make_cert(certs, "client")
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(server_crt, server_key)
@@ -427,7 +427,7 @@ def tls_server(tmp_path_factory):
     def serve():
         while not stop.is_set():
             try:
-                conn, _ = listener.accept()
+                conn = listener.accept()[0]
             except OSError:
                 continue
             try:
@@ -454,10 +454,10 @@ def test_bad_certificates(ansible, incus, tmp_path, tls_server):
               "pixels_incus_client_key": tls_server["client_key"]}
     bundle = {"REQUESTS_CA_BUNDLE": tls_server["server_cert"], "CURL_CA_BUNDLE": tls_server["server_cert"],
               "SSL_CERT_FILE": tls_server["server_cert"]}
-    result, _ = probe(ansible, tmp_path, host_line("conn-bad", pixels_incus_server_cert=tls_server["other_cert"],
-                                                   **remote), env=bundle)
+    pinned = host_line("conn-bad", pixels_incus_server_cert=tls_server["other_cert"], **remote)
+    result = probe(ansible, tmp_path, pinned, env=bundle)
     unreachable(result, "did not present the certificate in server_cert", tls_server["other_cert"])
-    result, _ = probe(ansible, tmp_path, host_line("conn-bad", **remote), env=bundle)
+    result = probe(ansible, tmp_path, host_line("conn-bad", **remote), env=bundle)
     unreachable(result, f"TLS verification of {tls_server['url']} failed", "server_cert")
 
 
@@ -517,16 +517,14 @@ def test_playbook_over_https(ansible, incus, cleanup, tmp_path, https):
     assert fetched.read_text() == "far\n"
 
     other = make_cert(https["certs"], "impostor")[0]
-    result, _ = probe(ansible, tmp_path, host_line("conn-far", **dict(settings, pixels_incus_server_cert=other)),
-                      env=bundle)
+    result = probe(ansible, tmp_path, host_line("conn-far", **dict(settings, pixels_incus_server_cert=other)), env=bundle)
     unreachable(result, "did not present the certificate in server_cert")
     unpinned = {k: v for k, v in settings.items() if k != "pixels_incus_server_cert"}
-    result, _ = probe(ansible, tmp_path, host_line("conn-far", **unpinned), env=bundle)
+    result = probe(ansible, tmp_path, host_line("conn-far", **unpinned), env=bundle)
     unreachable(result, "TLS verification", "server_cert")
-    result, _ = probe(ansible, tmp_path, host_line("conn-far", pixels_incus_validate_certs="false", **unpinned))
+    result = probe(ansible, tmp_path, host_line("conn-far", pixels_incus_validate_certs="false", **unpinned))
     assert not result.get("failed") and not result.get("unreachable"), result
     crt, key = make_cert(https["certs"], "stranger")
-    result, _ = probe(ansible, tmp_path, host_line(
+    result = probe(ansible, tmp_path, host_line(
         "conn-far", **dict(settings, pixels_incus_client_cert=crt, pixels_incus_client_key=key)))
     unreachable(result, "does not trust client_cert")
-

@@ -215,24 +215,24 @@ def test_exec_collects_output_until_the_end_of_stream_marker():
 
 
 def test_exec_takes_a_dropped_connection_as_the_end():
-    run, _, _ = session([b"partial"], [], rc=0)
+    run = session([b"partial"], [], rc=0)[0]
     assert run.wait() == (0, b"partial", b"")
 
 
 def test_exec_stdin_in_chunks_and_closed_stdin():
     big = os.urandom((1 << 20) + 5)
-    run, stdin, _ = session([""], [""])
+    run, stdin = session([""], [""])[:2]
     assert run.write(big) is True
     assert [len(chunk) for chunk in stdin.sent] == [1 << 20, 5] and b"".join(stdin.sent) == big
     run.wait()
-    refused, _, _ = session([""], [""], stdin=FakeSocket(fail_send=True))
+    refused = session([""], [""], stdin=FakeSocket(fail_send=True))[0]
     assert refused.write(b"data") is False  # the command ended before reading it
     assert refused.write(b"more") is False
     assert refused.wait().rc == 0
 
 
 def test_exec_reports_a_broken_stream():
-    run, _, _ = session([b"a", ValueError("garbage frame")], [""])
+    run = session([b"a", ValueError("garbage frame")], [""])[0]
     with pytest.raises(PixelsError, match="Lost the output.*garbage frame"):
         run.wait()
 
@@ -275,7 +275,7 @@ def wss(tmp_path_factory):
     """A websocket server over TLS on loopback (self-signed); records the paths it was asked for."""
     certs = tmp_path_factory.mktemp("certs")
     server_crt, server_key = make_cert(certs, "server")
-    other_crt, _ = make_cert(certs, "other")
+    other_crt = make_cert(certs, "other")[0]
     client_crt, client_key = make_cert(certs, "client")
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(server_crt, server_key)
