@@ -18,6 +18,15 @@ from ansible_fixtures import ROOT
 from conftest import PROJECT, SOCKET, in_sandbox, incus_cli
 
 CONNECTION = "homelab.pixels.incus"
+# Instance names are DNS names on the shared bridge: runs in other test projects must not clash.
+TAG = hashlib.sha256(PROJECT.encode()).hexdigest()[:4]
+PIPE = f"conn-pipe-{TAG}"
+FILES = f"conn-files-{TAG}"
+BIG = f"conn-big-{TAG}"
+STREAM = f"conn-stream-{TAG}"
+STOPPED = f"conn-stopped-{TAG}"
+BAD = f"conn-bad-{TAG}"
+FAR = f"conn-far-{TAG}"
 # TEST-NET-1: nothing answers there, so a task that worked did not go through ansible_host.
 UNROUTABLE = "192.0.2.1"
 
@@ -155,7 +164,7 @@ PLAY = """\
 
 @pytest.mark.parametrize("pipelining", [True, False], ids=["pipelining", "no-pipelining"])
 def test_playbook_inside_a_sandbox(ansible, incus, cleanup, tmp_path, pipelining):
-    name = "conn-pipe" if pipelining else "conn-files"
+    name = PIPE if pipelining else FILES
     instance = sandbox(ansible, name)
     template = tmp_path / "t.j2"
     template.write_text("{{ inventory_hostname }} on {{ ansible_facts['distribution'] }}\n")
@@ -200,7 +209,7 @@ def test_playbook_inside_a_sandbox(ansible, incus, cleanup, tmp_path, pipelining
 # -- large files ------------------------------------------------------------------------
 
 def test_large_file_round_trip(ansible, incus, cleanup, tmp_path):
-    instance = sandbox(ansible, "conn-big")
+    instance = sandbox(ansible, BIG)
     big = tmp_path / "big.bin"
     with open(big, "wb") as handle:
         for _mib in range(50):
@@ -217,7 +226,7 @@ def test_large_file_round_trip(ansible, incus, cleanup, tmp_path):
             - name: fetch
               ansible.builtin.fetch: {{src: /home/pixel/big.bin, dest: {fetched}, flat: true}}
               remote_user: pixel
-    """, inventory=write_inventory(tmp_path, host_line("conn-big")))
+    """, inventory=write_inventory(tmp_path, host_line(BIG)))
     assert run.rc == 0 and not run.failed, run.stdout + run.stderr
     expected = sha256(big)
     assert in_sandbox(instance, "sha256sum /home/pixel/big.bin").split()[0] == expected
@@ -248,7 +257,7 @@ print((after - before) // 1024)
 def test_plugin_streams_files_and_keeps_modes(ansible, incus, cleanup, tmp_path):
     """put_file and fetch_file directly: 50 MiB through less than 20 MiB of memory; the
     local mode goes in, the sandbox's mode comes back, the file belongs to the remote user."""
-    instance = sandbox(ansible, "conn-stream")
+    instance = sandbox(ansible, STREAM)
     in_sandbox(instance, "useradd -m -s /bin/bash pixel")
     source = tmp_path / "big.bin"
     with open(source, "wb") as handle:
@@ -302,14 +311,14 @@ def failed(result, *needles):
 
 @pytest.fixture(scope="module")
 def stopped(ansible, incus):
-    instance = sandbox(ansible, "conn-stopped", state="stopped")
+    instance = sandbox(ansible, STOPPED, state="stopped")
     yield instance
     incus_cli("delete", "--force", instance, check=False)
 
 
 @pytest.fixture(scope="module")
 def running(ansible, incus):
-    instance = sandbox(ansible, "conn-bad")
+    instance = sandbox(ansible, BAD)
     in_sandbox(instance, "useradd -m pixel2 && echo pixel2:s3cret | chpasswd"
                          " && echo 'pixel2 ALL=(ALL) ALL' > /etc/sudoers.d/pixel2")
     yield instance
@@ -317,8 +326,8 @@ def running(ansible, incus):
 
 
 def test_stopped_sandbox(ansible, tmp_path, stopped):
-    result = probe(ansible, tmp_path, host_line("conn-stopped"))
-    unreachable(result, "Sandbox 'conn-stopped'", "is stopped", "homelab.pixels.pixels_container",
+    result = probe(ansible, tmp_path, host_line(STOPPED))
+    unreachable(result, f"Sandbox '{STOPPED}'", "is stopped", "homelab.pixels.pixels_container",
                 "state: started")
 
 
@@ -328,9 +337,9 @@ def test_missing_sandbox(ansible, incus, tmp_path):
 
 
 def test_missing_socket(ansible, incus, tmp_path):
-    result = probe(ansible, tmp_path, host_line("conn-bad", pixels_incus_socket="/nonexistent/unix.socket"))
+    result = probe(ansible, tmp_path, host_line(BAD, pixels_incus_socket="/nonexistent/unix.socket"))
     unreachable(result, "/nonexistent/unix.socket does not exist", "PIXELS_INCUS_SOCKET")
-    result = probe(ansible, tmp_path, host_line("conn-bad"), env={"PIXELS_INCUS_SOCKET": "/env/unix.socket"})
+    result = probe(ansible, tmp_path, host_line(BAD), env={"PIXELS_INCUS_SOCKET": "/env/unix.socket"})
     unreachable(result, "/env/unix.socket does not exist")
 
 
@@ -339,28 +348,28 @@ def test_dead_socket(ansible, incus, tmp_path):
     sock = socket.socket(socket.AF_UNIX)
     sock.bind(dead)
     sock.close()
-    result = probe(ansible, tmp_path, host_line("conn-bad", pixels_incus_socket=dead))
+    result = probe(ansible, tmp_path, host_line(BAD, pixels_incus_socket=dead))
     unreachable(result, "Nothing answers", "Incus daemon running")
 
 
 def test_missing_project(ansible, incus, tmp_path):
-    result = probe(ansible, tmp_path, host_line("conn-bad", pixels_incus_project="no-such-project"))
+    result = probe(ansible, tmp_path, host_line(BAD, pixels_incus_project="no-such-project"))
     unreachable(result, "project='no-such-project' does not exist", "incus project create")
 
 
 def test_bad_config_files(ansible, incus, tmp_path):
     broken = tmp_path / "broken.toml"
     broken.write_text("[incus\n")
-    result = probe(ansible, tmp_path, host_line("conn-bad", pixels_config_file=broken))
+    result = probe(ansible, tmp_path, host_line(BAD, pixels_config_file=broken))
     failed(result, str(broken), "not valid TOML")
-    result = probe(ansible, tmp_path, host_line("conn-bad"), env={"PIXELS_CONFIG": str(broken)})
+    result = probe(ansible, tmp_path, host_line(BAD), env={"PIXELS_CONFIG": str(broken)})
     failed(result, "not valid TOML")
-    result = probe(ansible, tmp_path, host_line("conn-bad", pixels_config_file=tmp_path / "none.toml"))
+    result = probe(ansible, tmp_path, host_line(BAD, pixels_config_file=tmp_path / "none.toml"))
     failed(result, "config_file=", "does not exist")
     xdg = tmp_path / "xdg"
     (xdg / "pixels").mkdir(parents=True)
     (xdg / "pixels" / "config.toml").write_text("[incus]\nvalidate_certs = 'maybe'\n")
-    result = probe(ansible, tmp_path, host_line("conn-bad"), env={"XDG_CONFIG_HOME": str(xdg)})
+    result = probe(ansible, tmp_path, host_line(BAD), env={"XDG_CONFIG_HOME": str(xdg)})
     failed(result, "validate_certs from", "must be true or false")
 
 
@@ -369,15 +378,15 @@ def test_config_file_fallback(ansible, running, tmp_path):
     config = tmp_path / "config.toml"
     config.write_text(f'[incus]\nproject = "{PROJECT}"\nsocket = "{SOCKET}"\n')
     env = {"PIXELS_CONFIG": str(config), "PIXELS_INCUS_PROJECT": "", "PIXELS_INCUS_SOCKET": ""}
-    result = probe(ansible, tmp_path, host_line("conn-bad"), env=env)
+    result = probe(ansible, tmp_path, host_line(BAD), env=env)
     assert not result.get("failed") and not result.get("unreachable"), result
 
 
 @pytest.mark.parametrize("line, needles", [
     (host_line("bad_name"), ["'bad_name' is not a valid sandbox name", "pixels_instance"]),
-    (host_line("conn-bad", pixels_incus_validate_certs="maybe"), ["validate_certs", "must be true or false"]),
-    (host_line("conn-bad", pixels_incus_remote="http://127.0.0.1:8443"), ["must be an https:// URL"]),
-    (host_line("conn-bad", pixels_incus_remote="https://127.0.0.1:1"), ["needs a trusted client certificate"]),
+    (host_line(BAD, pixels_incus_validate_certs="maybe"), ["validate_certs", "must be true or false"]),
+    (host_line(BAD, pixels_incus_remote="http://127.0.0.1:8443"), ["must be an https:// URL"]),
+    (host_line(BAD, pixels_incus_remote="https://127.0.0.1:1"), ["needs a trusted client certificate"]),
 ])
 def test_bad_options(ansible, running, tmp_path, line, needles):
     result = probe(ansible, tmp_path, line)
@@ -387,16 +396,16 @@ def test_bad_options(ansible, running, tmp_path, line, needles):
 
 
 def test_missing_user(ansible, running, tmp_path):
-    result = probe(ansible, tmp_path, host_line("conn-bad", ansible_user="nosuchuser"))
-    unreachable(result, "The user 'nosuchuser' does not exist in sandbox 'conn-bad'", "remote_user")
+    result = probe(ansible, tmp_path, host_line(BAD, ansible_user="nosuchuser"))
+    unreachable(result, f"The user 'nosuchuser' does not exist in sandbox '{BAD}'", "remote_user")
 
 
 def test_wrong_become_password(ansible, running, tmp_path):
-    line = host_line("conn-bad", ansible_user="pixel2", ansible_become="true", ansible_become_password="wrong")
+    line = host_line(BAD, ansible_user="pixel2", ansible_become="true", ansible_become_password="wrong")
     result = probe(ansible, tmp_path, line)
     failed(result, "Incorrect sudo password")
     # and the right one
-    line = host_line("conn-bad", ansible_user="pixel2", ansible_become="true", ansible_become_password="s3cret")
+    line = host_line(BAD, ansible_user="pixel2", ansible_become="true", ansible_become_password="s3cret")
     result = probe(ansible, tmp_path, line)
     assert not result.get("failed"), result
 
@@ -454,10 +463,10 @@ def test_bad_certificates(ansible, incus, tmp_path, tls_server):
               "pixels_incus_client_key": tls_server["client_key"]}
     bundle = {"REQUESTS_CA_BUNDLE": tls_server["server_cert"], "CURL_CA_BUNDLE": tls_server["server_cert"],
               "SSL_CERT_FILE": tls_server["server_cert"]}
-    pinned = host_line("conn-bad", pixels_incus_server_cert=tls_server["other_cert"], **remote)
+    pinned = host_line(BAD, pixels_incus_server_cert=tls_server["other_cert"], **remote)
     result = probe(ansible, tmp_path, pinned, env=bundle)
     unreachable(result, "did not present the certificate in server_cert", tls_server["other_cert"])
-    result = probe(ansible, tmp_path, host_line("conn-bad", **remote), env=bundle)
+    result = probe(ansible, tmp_path, host_line(BAD, **remote), env=bundle)
     unreachable(result, f"TLS verification of {tls_server['url']} failed", "server_cert")
 
 
@@ -490,7 +499,7 @@ def https(incus, tmp_path_factory):
 
 @pytest.mark.remote
 def test_playbook_over_https(ansible, incus, cleanup, tmp_path, https):
-    instance = sandbox(ansible, "conn-far")
+    instance = sandbox(ansible, FAR)
     settings = {k: v for k, v in https.items() if k != "certs"}
     bundle = {"REQUESTS_CA_BUNDLE": "/etc/ssl/certs/ca-certificates.crt",
               "CURL_CA_BUNDLE": "/etc/ssl/certs/ca-certificates.crt",
@@ -510,21 +519,21 @@ def test_playbook_over_https(ansible, incus, cleanup, tmp_path, https):
             - name: stdin
               ansible.builtin.command: {{cmd: cat, stdin: piped}}
     """
-    run = ansible.playbook(play, inventory=write_inventory(tmp_path, host_line("conn-far", **settings)), env=bundle)
+    run = ansible.playbook(play, inventory=write_inventory(tmp_path, host_line(FAR, **settings)), env=bundle)
     assert run.rc == 0 and not run.failed, run.stdout + run.stderr
-    assert run.result("command", "conn-far")["stdout"] == instance
-    assert run.result("stdin", "conn-far")["stdout"] == "piped"
+    assert run.result("command", FAR)["stdout"] == instance
+    assert run.result("stdin", FAR)["stdout"] == "piped"
     assert fetched.read_text() == "far\n"
 
     other = make_cert(https["certs"], "impostor")[0]
-    result = probe(ansible, tmp_path, host_line("conn-far", **dict(settings, pixels_incus_server_cert=other)), env=bundle)
+    result = probe(ansible, tmp_path, host_line(FAR, **dict(settings, pixels_incus_server_cert=other)), env=bundle)
     unreachable(result, "did not present the certificate in server_cert")
     unpinned = {k: v for k, v in settings.items() if k != "pixels_incus_server_cert"}
-    result = probe(ansible, tmp_path, host_line("conn-far", **unpinned), env=bundle)
+    result = probe(ansible, tmp_path, host_line(FAR, **unpinned), env=bundle)
     unreachable(result, "TLS verification", "server_cert")
-    result = probe(ansible, tmp_path, host_line("conn-far", pixels_incus_validate_certs="false", **unpinned))
+    result = probe(ansible, tmp_path, host_line(FAR, pixels_incus_validate_certs="false", **unpinned))
     assert not result.get("failed") and not result.get("unreachable"), result
     crt, key = make_cert(https["certs"], "stranger")
     result = probe(ansible, tmp_path, host_line(
-        "conn-far", **dict(settings, pixels_incus_client_cert=crt, pixels_incus_client_key=key)))
+        FAR, **dict(settings, pixels_incus_client_cert=crt, pixels_incus_client_key=key)))
     unreachable(result, "does not trust client_cert")
