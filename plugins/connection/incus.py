@@ -164,7 +164,8 @@ options:
       - name: ansible_pipelining
       - name: pixels_pipelining
 requirements:
-  - pylxd >= 2.4 and websockets >= 12 in the Python that runs Ansible on the controller
+  - websockets >= 12 in the Python that runs Ansible on the controller, and pylxd >= 2.4 for a
+    remote Incus
 notes:
   - C(become) runs inside the sandbox (C(sudo), C(su)), with or without a password. Commands have
     no terminal; the password is written to their stdin when the prompt appears, and the module
@@ -227,6 +228,7 @@ from ansible.plugins.connection import ConnectionBase
 from ansible.utils.display import Display
 
 from ansible_collections.homelab.pixels.plugins.module_utils.errors import PixelsError, SandboxUnavailable
+from ansible_collections.homelab.pixels.plugins.module_utils.incus_io import IncusSocketIO
 from ansible_collections.homelab.pixels.plugins.module_utils.names import instance_name, sandbox_name
 from ansible_collections.homelab.pixels.plugins.module_utils.settings import CONNECTION_KEYS, resolve
 
@@ -351,25 +353,33 @@ class Connection(ConnectionBase):
             settings = resolve(self._settings_params(), CONNECTION_KEYS, config_file=self.get_option("config_file"))
         except PixelsError as exc:
             raise AnsibleError(exc.message)
-        # Imported here: only a connection that is used loads pylxd.
-        from ansible_collections.homelab.pixels.plugins.module_utils.incus import (
-            HAS_PYLXD,
-            PYLXD_IMPORT_ERROR,
-            IncusBackend,
-        )
-        if not HAS_PYLXD:
-            raise AnsibleError(f"The homelab.pixels.incus connection needs pylxd in the Python that runs "
-                               f"Ansible ({PYLXD_IMPORT_ERROR}): pip install -r requirements.txt there.")
         endpoint = settings.get("remote") or settings.get("socket")
         display.vvv(f"ESTABLISH INCUS CONNECTION TO {endpoint} (project {settings.get('project')})",
                     host=self.get_option("instance"))
         try:
-            self._backend = IncusBackend(timeout=self.get_option("timeout"), **settings)
+            self._backend = self._make_backend(settings, self.get_option("timeout"))
         except PixelsError as exc:
             raise AnsibleConnectionFailure(exc.message)
         self._options_key = options
         self._connected = True
         return self
+
+    @staticmethod
+    def _make_backend(settings, timeout):
+        """The local socket with the standard library; a remote Incus through pylxd (its TLS
+        pinning and trust checks), imported only then: pylxd, requests and urllib3 take longer
+        to import than a task takes to run."""
+        if not settings.get("remote"):
+            return IncusSocketIO(settings["socket"], settings.get("project"), timeout=timeout)
+        from ansible_collections.homelab.pixels.plugins.module_utils.incus import (  # pylint: disable=import-outside-toplevel
+            HAS_PYLXD,
+            PYLXD_IMPORT_ERROR,
+            IncusBackend,
+        )
+        if not HAS_PYLXD:
+            raise AnsibleError(f"A remote Incus needs pylxd in the Python that runs Ansible "
+                               f"({PYLXD_IMPORT_ERROR}): pip install -r requirements.txt there.")
+        return IncusBackend(timeout=timeout, **settings)
 
     def _ready(self):
         """(backend, instance, account) for the next call; reconnects when a loop item changed

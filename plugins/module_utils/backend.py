@@ -66,7 +66,53 @@ class Checkpoint:
         return asdict(self)
 
 
-class Backend(abc.ABC):
+class SandboxIO:
+    """Commands and files inside sandboxes (what the connection plugin needs).
+
+    Every Backend has these methods; they are not abstract, so that a backend without them
+    still serves the modules. Names are instance names (px-...).
+    """
+
+    def exec_start(self, instance, argv, env=None, user=None, group=None, cwd=None) -> "ExecSession":
+        """Start ``argv`` non-interactively with separate stdin, stdout and stderr.
+
+        ``user``/``group`` are numeric ids inside the sandbox, ``env`` is added to the
+        sandbox's default environment. Raises SandboxUnavailable when the sandbox is
+        missing or not running.
+        """
+        raise NotImplementedError(f"{type(self).__name__} cannot run commands with streams")
+
+    def execute(self, instance, argv, stdin=b"", env=None, user=None, group=None, cwd=None) -> ExecResult:
+        """Run ``argv`` with ``stdin`` (bytes or a binary file object); its exit code and output."""
+        with self.exec_start(instance, argv, env=env, user=user, group=group, cwd=cwd) as session:
+            if hasattr(stdin, "read"):
+                for chunk in iter(lambda: stdin.read(STREAM_CHUNK), b""):
+                    if not session.write(chunk):
+                        break
+            elif stdin:
+                session.write(stdin)
+            session.close_stdin()
+            return session.wait()
+
+    def put_file(self, instance, local_path, remote_path, uid=0, gid=0, mode=None):
+        """Stream a local file into the sandbox, owned by uid:gid with ``mode`` (default: the
+        local file's permission bits). Replaces an existing file."""
+        raise NotImplementedError(f"{type(self).__name__} cannot transfer files")
+
+    def fetch_file(self, instance, remote_path, local_path) -> int:
+        """Stream a file out of the sandbox (following symlinks) to ``local_path``, replaced
+        atomically with the sandbox file's permission bits; returns that mode."""
+        raise NotImplementedError(f"{type(self).__name__} cannot transfer files")
+
+    def read_file(self, instance, remote_path, limit=1 << 20) -> Optional[bytes]:
+        """A small file's content (at most ``limit`` bytes), or None when it does not exist."""
+        raise NotImplementedError(f"{type(self).__name__} cannot transfer files")
+
+    def close(self):
+        """Release the connection to the host (the backend is not used afterwards)."""
+
+
+class Backend(SandboxIO, abc.ABC):
     """What a module needs from a sandbox host. Names are instance names (px-...)."""
 
     @abc.abstractmethod
@@ -134,47 +180,6 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def restore_checkpoint(self, instance, label):
         """Stop, roll back, and start again when it was running."""
-
-    # -- inside the sandbox (the connection plugin) ------------------------
-    # Not abstract: a backend without them still serves the modules.
-
-    def exec_start(self, instance, argv, env=None, user=None, group=None, cwd=None) -> "ExecSession":
-        """Start ``argv`` non-interactively with separate stdin, stdout and stderr.
-
-        ``user``/``group`` are numeric ids inside the sandbox, ``env`` is added to the
-        sandbox's default environment. Raises SandboxUnavailable when the sandbox is
-        missing or not running.
-        """
-        raise NotImplementedError(f"{type(self).__name__} cannot run commands with streams")
-
-    def execute(self, instance, argv, stdin=b"", env=None, user=None, group=None, cwd=None) -> ExecResult:
-        """Run ``argv`` with ``stdin`` (bytes or a binary file object); its exit code and output."""
-        with self.exec_start(instance, argv, env=env, user=user, group=group, cwd=cwd) as session:
-            if hasattr(stdin, "read"):
-                for chunk in iter(lambda: stdin.read(STREAM_CHUNK), b""):
-                    if not session.write(chunk):
-                        break
-            elif stdin:
-                session.write(stdin)
-            session.close_stdin()
-            return session.wait()
-
-    def put_file(self, instance, local_path, remote_path, uid=0, gid=0, mode=None):
-        """Stream a local file into the sandbox, owned by uid:gid with ``mode`` (default: the
-        local file's permission bits). Replaces an existing file."""
-        raise NotImplementedError(f"{type(self).__name__} cannot transfer files")
-
-    def fetch_file(self, instance, remote_path, local_path) -> int:
-        """Stream a file out of the sandbox (following symlinks) to ``local_path``, replaced
-        atomically with the sandbox file's permission bits; returns that mode."""
-        raise NotImplementedError(f"{type(self).__name__} cannot transfer files")
-
-    def read_file(self, instance, remote_path, limit=1 << 20) -> Optional[bytes]:
-        """A small file's content (at most ``limit`` bytes), or None when it does not exist."""
-        raise NotImplementedError(f"{type(self).__name__} cannot transfer files")
-
-    def close(self):
-        """Release the connection to the host (the backend is not used afterwards)."""
 
 
 class ExecSession(abc.ABC):

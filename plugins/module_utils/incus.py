@@ -6,17 +6,12 @@
 from __future__ import annotations
 
 import contextlib
-import hashlib
+import io
 import os
 import re
 import secrets
-import ssl
-import stat
-import tempfile
-import threading
 import time
 import warnings
-from urllib.parse import quote, urlencode, urlsplit
 
 try:
     import pylxd
@@ -32,12 +27,9 @@ except ImportError as exc:  # reported by the module with missing_required_lib
 from ansible_collections.homelab.pixels.plugins.module_utils.backend import (
     META_IMAGE,
     META_SOURCE,
-    STREAM_CHUNK,
     Backend,
-    ExecResult,
-    ExecSession,
 )
-from ansible_collections.homelab.pixels.plugins.module_utils.errors import PixelsError, SandboxUnavailable
+from ansible_collections.homelab.pixels.plugins.module_utils.errors import PixelsError
 # Payload parsing and the socket's checks live in incus_api (no pylxd, for the plugins);
 # imported here under their old names.
 from ansible_collections.homelab.pixels.plugins.module_utils.incus_api import (  # noqa: F401 pylint: disable=unused-import
@@ -49,11 +41,18 @@ from ansible_collections.homelab.pixels.plugins.module_utils.incus_api import ( 
     sandbox_from_api,
     sandboxes_from_listing,
 )
+# Commands and files inside sandboxes: the logic is pylxd-free (IncusIO), the transport here is pylxd's.
+from ansible_collections.homelab.pixels.plugins.module_utils.incus_io import (  # noqa: F401 pylint: disable=unused-import
+    ApiError,
+    IncusExec,
+    IncusIO,
+    Response,
+    error_text,
+    tls_context,
+)
 from ansible_collections.homelab.pixels.plugins.module_utils.names import sandbox_name
 
 POLL_INTERVAL = 0.05
-# Exit codes that Incus turns into an error of the exec operation.
-_EXIT_ERRORS = {"Command not found": 127, "Command not executable": 126}
 _FINGERPRINT_RE = re.compile(r"^[0-9a-f]{12,64}$")
 
 
@@ -66,7 +65,7 @@ def _limits_config(cpu, memory):
     return config
 
 
-class IncusBackend(Backend):
+class IncusBackend(IncusIO, Backend):
     """Sandboxes on an Incus daemon."""
 
     def __init__(self, socket=None, remote=None, client_cert=None, client_key=None,
@@ -411,294 +410,36 @@ class IncusBackend(Backend):
         with contextlib.suppress(Exception):
             self.client.api.session.close()
 
-    # -- inside the sandbox -------------------------------------------------
+    # -- inside the sandbox (IncusIO) ---------------------------------------
 
-    def _unavailable(self, instance):
-        """SandboxUnavailable when the instance is missing or not running, else None."""
-        name = sandbox_name(instance)
-        where = f"project {self.project} at {self.endpoint}"
+    def _request(self, method, path, params=None, body=None, data=None, headers=None, stream=False,
+                 timeout=None, action="talking to Incus"):
+        session = self.client.api.session
+        base = self.client.api._api_endpoint[:-len("/1.0")]  # pylint: disable=protected-access
         try:
-            status = self._api(instance).state.get().json()["metadata"]["status"].lower()
-        except pylxd_errors.NotFound:
-            return SandboxUnavailable(
-                f"Sandbox {name!r} does not exist: there is no Incus instance {instance} in {where}. "
-                f"Create it (homelab.pixels.pixels_container with name: {name}), or point "
-                f"pixels_instance and pixels_incus_project at an existing one.", "missing")
-        if status == "running":
-            return None
-        return SandboxUnavailable(
-            f"Sandbox {name!r} ({instance} in {where}) is {status}, not running: start it first "
-            f"(homelab.pixels.pixels_container with name: {name} and state: started).", status)
-
-    @contextlib.contextmanager
-    def _inside(self, instance, action):
-        """_errors, and SandboxUnavailable rather than an API error when that is the cause."""
-        with self._errors(action):
-            try:
-                yield
-            except pylxd_errors.LXDAPIException:
-                problem = self._unavailable(instance)
-                if problem:
-                    raise problem
-                raise
-
-    def exec_start(self, instance, argv, env=None, user=None, group=None, cwd=None):
-        body = {"command": [str(arg) for arg in argv], "environment": dict(env or {}),
-                "interactive": False, "wait-for-websocket": True, "record-output": False}
-        if user is not None:
-            body["user"] = int(user)
-        if group is not None:
-            body["group"] = int(group)
-        if cwd:
-            body["cwd"] = cwd
-        with self._inside(instance, f"starting {argv[0]} in {instance}"):
-            data = self._api(instance)["exec"].post(json=body).json()
-        operation = data["operation"].split("?", 1)[0].rsplit("/", 1)[-1]
-        fds = data["metadata"]["metadata"]["fds"]
-        streams = contextlib.ExitStack()
-        try:
-            # The command starts once stdin, stdout and stderr are connected; the control
-            # channel (signals, window size) is optional for non-interactive commands.
-            connections = [streams.enter_context(self._websocket(operation, fds[fd])) for fd in ("0", "1", "2")]
-        except BaseException:
-            streams.close()
-            raise
-        return IncusExec(self, instance, operation, connections, streams)
-
-    def _websocket(self, operation, secret):
-        """A websocket of an exec operation, with the same TLS trust as the REST session."""
-        from websockets.sync.client import connect, unix_connect  # only when a command runs
-        from websockets.exceptions import InvalidHandshake, WebSocketException
-
-        path = f"/1.0/operations/{quote(operation, safe='')}/websocket?" + urlencode(
-            {"secret": secret, "project": self.project})
-        options = dict(compression=None, max_size=None, max_queue=None, ping_interval=None,
-                       open_timeout=self.timeout, close_timeout=5)
-        try:
-            if self._socket_path:
-                return unix_connect(self._socket_path, "ws://incus" + path, **options)
-            return connect("wss://" + urlsplit(self.endpoint).netloc + path, ssl=self._tls_context(),
-                           proxy=None, **options)
-        except ssl.SSLError as exc:
-            raise PixelsError(self._connection_message(self.endpoint, f"SSL: {exc}", self._tls["server_cert"],
+            response = session.request(method, base + path, params=dict(params or {}, project=self.project),
+                                       json=body, data=data, headers=headers, stream=stream,
+                                       timeout=timeout or self.timeout)
+        except requests.exceptions.SSLError as exc:
+            raise PixelsError(self._connection_message(self.endpoint, str(exc), self._tls["server_cert"],
                                                        self._tls["validate_certs"]))
-        except (OSError, TimeoutError, InvalidHandshake, WebSocketException) as exc:
-            raise PixelsError(f"Cannot open the command's streams at {self.endpoint}: {exc}")
-
-    def _tls_context(self):
-        if self._ssl_context is None:
-            self._ssl_context = tls_context(**self._tls)
-        return self._ssl_context
-
-    def exec_return(self, instance, operation):
-        """The exit code of an exec operation, once it has ended."""
-        while True:
-            with self._errors(f"waiting for a command in {instance}"):
-                try:
-                    data = self.client.api.operations[operation].wait.get(
-                        params={"timeout": 30}, timeout=self.timeout + 30).json()["metadata"]
-                except pylxd_errors.LXDAPIException as exc:
-                    # Incus reports these exit codes as errors, for a shell's as for its own.
-                    if str(exc) in _EXIT_ERRORS:
-                        return _EXIT_ERRORS[str(exc)]
-                    raise
-            if str(data.get("status", "")).lower() in ("running", "pending"):
-                continue
-            metadata = data.get("metadata") or {}
-            if "return" in metadata:
-                return int(metadata["return"])
-            raise PixelsError(f"The command in {instance} failed: {data.get('err') or data.get('status')}")
-
-    def put_file(self, instance, local_path, remote_path, uid=0, gid=0, mode=None):
-        if mode is None:
-            mode = stat.S_IMODE(os.stat(local_path).st_mode)
-        headers = {"Content-Type": "application/octet-stream", "X-Incus-type": "file",
-                   "X-Incus-write": "overwrite", "X-Incus-uid": str(int(uid)),
-                   "X-Incus-gid": str(int(gid)), "X-Incus-mode": f"{mode:04o}"}
-        with open(local_path, "rb") as handle:  # requests streams a file object
-            with self._inside(instance, f"copying {local_path} to {remote_path} in {instance}"):
-                self._api(instance).files.post(params={"path": remote_path}, data=handle, headers=headers)
-
-    def _file_response(self, instance, remote_path):
-        """A streamed GET of a regular file, following symlinks; None when it does not exist."""
-        path = remote_path
-        for _hop in range(40):
-            with self._inside(instance, f"reading {path} in {instance}"):
-                try:
-                    response = self._api(instance).files.get(params={"path": path}, stream=True)
-                except pylxd_errors.NotFound:
-                    problem = self._unavailable(instance)
-                    if problem:
-                        raise problem
-                    return None
-            kind = response.headers.get("X-Incus-type", "file")
-            if kind == "file":
-                return response
-            target = response.content.decode("utf-8", "replace").strip() if kind == "symlink" else None
-            response.close()
-            if not target:
-                raise PixelsError(f"{remote_path} in {instance} is a {kind}, not a file.")
-            path = os.path.normpath(os.path.join(os.path.dirname(path), target))
-        raise PixelsError(f"{remote_path} in {instance}: too many levels of symbolic links.")
-
-    def fetch_file(self, instance, remote_path, local_path):
-        response = self._file_response(instance, remote_path)
-        if response is None:
-            raise PixelsError(f"{remote_path} does not exist in {instance}.", missing=True)
-        mode = int(response.headers.get("X-Incus-mode", "0600"), 8) & 0o777
-        directory = os.path.dirname(os.path.abspath(local_path))
-        handle = tempfile.NamedTemporaryFile(dir=directory, prefix=".pixels-fetch-", delete=False)
-        try:
-            with response, handle:
-                with self._errors(f"reading {remote_path} in {instance}"):
-                    for chunk in response.iter_content(STREAM_CHUNK):
-                        handle.write(chunk)
-            os.chmod(handle.name, mode)
-            os.replace(handle.name, local_path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(handle.name)
-            raise
-        return mode
-
-    def read_file(self, instance, remote_path, limit=1 << 20):
-        response = self._file_response(instance, remote_path)
-        if response is None:
-            return None
-        with response:
-            with self._errors(f"reading {remote_path} in {instance}"):
-                data = response.raw.read(limit + 1, decode_content=True)
-        if len(data) > limit:
-            raise PixelsError(f"{remote_path} in {instance} is larger than {limit} bytes.")
-        return data
-
-
-class IncusExec(ExecSession):
-    """A command started by IncusBackend.exec_start, streaming over the operation's websockets.
-
-    Incus sends output as binary messages and an empty text message at the end of a stream;
-    stdin ends the same way. Two threads collect stdout and stderr as they arrive.
-    """
-
-    def __init__(self, backend, instance, operation, connections, streams):
-        from websockets.exceptions import ConnectionClosed
-        self._closed_error = ConnectionClosed
-        self._backend = backend
-        self._instance = instance
-        self._operation = operation
-        self._stdin = connections[0]
-        self._streams = streams
-        self._chunks = ([], [])
-        self._ended = 0
-        self._error = None
-        self._stdin_open = True
-        self._changed = threading.Condition()
-        self._readers = [threading.Thread(target=self._read, args=(index, connection), daemon=True)
-                         for index, connection in enumerate(connections[1:])]
-        for reader in self._readers:
-            reader.start()
-
-    def _read(self, index, connection):
-        try:
-            while True:
-                message = connection.recv()
-                if isinstance(message, str):
-                    if not message:
-                        break  # end of stream
-                    message = message.encode("utf-8")
-                with self._changed:
-                    self._chunks[index].append(message)
-                    self._changed.notify_all()
-        except self._closed_error:
-            pass  # Incus drops the connection after the end-of-stream message
-        except Exception as exc:  # pylint: disable=broad-except
-            self._error = exc
-        finally:
-            with self._changed:
-                self._ended += 1
-                self._changed.notify_all()
-
-    def write(self, data):
-        if not self._stdin_open:
-            return False
-        view = memoryview(data)
-        try:
-            for start in range(0, len(view), STREAM_CHUNK):
-                self._stdin.send(view[start:start + STREAM_CHUNK])
-        except (self._closed_error, OSError):
-            self._stdin_open = False  # the command ended or closed its stdin
-        return self._stdin_open
-
-    def close_stdin(self):
-        if self._stdin_open:
-            self._stdin_open = False
-            with contextlib.suppress(self._closed_error, OSError):
-                self._stdin.send("")
-
-    def output(self):
-        with self._changed:
-            return b"".join(self._chunks[0]), b"".join(self._chunks[1])
-
-    def wait_output(self, timeout):
-        with self._changed:
-            seen = (len(self._chunks[0]), len(self._chunks[1]), self._ended)
-            return self._changed.wait_for(
-                lambda: (len(self._chunks[0]), len(self._chunks[1]), self._ended) != seen or self._ended == 2,
-                timeout)
-
-    def wait(self):
-        self.close_stdin()
-        for reader in self._readers:
-            reader.join()
-        if self._error is not None:
-            raise PixelsError(f"Lost the output of a command in {self._instance}: {self._error}")
-        rc = self._backend.exec_return(self._instance, self._operation)
-        stdout, stderr = self.output()
-        return ExecResult(rc, stdout, stderr)
-
-    def close(self):
-        with contextlib.suppress(Exception):
-            self._streams.close()
-
-
-def _first_pem_certificate(path):
-    with open(path, "r", encoding="ascii", errors="replace") as handle:
-        text = handle.read()
-    match = re.search(r"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", text, re.DOTALL)
-    if not match:
-        raise PixelsError(f"server_cert={path!r} holds no PEM certificate: copy the server's "
-                          f"/var/lib/incus/server.crt there.")
-    return ssl.PEM_cert_to_DER_cert(match.group(0))
-
-
-def tls_context(client_cert=None, client_key=None, server_cert=None, validate_certs=True):
-    """An SSLContext that trusts the server exactly as the REST session does.
-
-    ``server_cert`` is pinned by the SHA-256 fingerprint of the certificate (pylxd's adapter
-    does the same for REST), checked during the handshake, before anything is sent; without
-    it the server needs a certificate that requests' CA bundle trusts, with a matching host
-    name. The environment (REQUESTS_CA_BUNDLE, SSL_CERT_FILE) plays no part in either.
-    Only ``validate_certs=False`` skips verification.
-    """
-    if not validate_certs or server_cert:
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    else:
-        context = ssl.create_default_context(cafile=requests.certs.where())
-    if validate_certs and server_cert:
-        expected = hashlib.sha256(_first_pem_certificate(server_cert)).hexdigest()
-
-        class PinnedSSLSocket(ssl.SSLSocket):
-            def do_handshake(self, block=False):
-                super().do_handshake(block)
-                presented = self.getpeercert(binary_form=True) or b""
-                if hashlib.sha256(presented).hexdigest() != expected:
-                    raise ssl.SSLCertVerificationError(
-                        f"certificate fingerprint mismatch: expected {expected}, "
-                        f"got {hashlib.sha256(presented).hexdigest()}")
-
-        context.sslsocket_class = PinnedSSLSocket
-    if client_cert:
-        context.load_cert_chain(client_cert, client_key)
-    return context
+        except requests.exceptions.Timeout:
+            raise PixelsError(f"Incus at {self.endpoint} did not answer within {timeout or self.timeout} s while {action}.")
+        except requests.exceptions.RequestException as exc:
+            raise PixelsError(f"Lost the connection to Incus at {self.endpoint} while {action}: {exc}")
+        headers = {name.lower(): value for name, value in response.headers.items()}
+        if response.status_code >= 400:
+            raise ApiError(response.status_code, error_text(response.content, f"{response.status_code} {response.reason}"))
+        if stream:
+            return Response(response.status_code, headers,
+                            lambda size=-1: response.raw.read(None if size < 0 else size, decode_content=True),
+                            response.close)
+        content = response.content
+        if headers.get("content-type", "").startswith("application/json"):
+            try:
+                data = response.json()
+            except ValueError:
+                data = None
+            if isinstance(data, dict) and data.get("type") == "error":  # an operation's wait
+                raise ApiError(int(data.get("error_code") or 500), data.get("error") or "unknown error")
+        return Response(response.status_code, headers, io.BytesIO(content).read, response.close)

@@ -22,7 +22,7 @@ from ansible_collections.homelab.pixels.plugins.connection.incus import (
     remote_path,
 )
 from ansible_collections.homelab.pixels.plugins.module_utils.errors import PixelsError
-from ansible_collections.homelab.pixels.plugins.module_utils.incus import IncusBackend, IncusExec, tls_context
+from ansible_collections.homelab.pixels.plugins.module_utils.incus_io import IncusExec, IncusIO, tls_context
 
 PASSWD = b"""root:x:0:0:root:/root:/bin/bash
 pixel:x:1000:1000:Pixel,,,:/home/pixel:/bin/bash
@@ -295,8 +295,8 @@ def wss(tmp_path_factory):
 
 
 def remote_backend(url, **tls):
-    """An IncusBackend as __init__ leaves it for a remote, without talking to Incus."""
-    backend = IncusBackend.__new__(IncusBackend)
+    """IncusIO as a backend sets it up for a remote, without talking to Incus."""
+    backend = IncusIO()
     backend.endpoint, backend.project, backend.timeout = url, "agents", 5
     backend._socket_path, backend._ssl_context = None, None  # pylint: disable=protected-access
     backend._tls = dict({"client_cert": None, "client_key": None, "server_cert": None,  # pylint: disable=protected-access
