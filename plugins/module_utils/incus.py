@@ -432,7 +432,7 @@ class IncusBackend(IncusIO, Backend):
             raise ApiError(response.status_code, error_text(response.content, f"{response.status_code} {response.reason}"))
         if stream:
             return Response(response.status_code, headers,
-                            lambda size=-1: response.raw.read(None if size < 0 else size, decode_content=True),
+                            lambda size=None: response.raw.read(size, decode_content=True),
                             response.close)
         content = response.content
         if headers.get("content-type", "").startswith("application/json"):

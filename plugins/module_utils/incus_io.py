@@ -64,8 +64,9 @@ class Response:
         self._read = read
         self.close = close
 
-    def read(self, size=-1):
-        return self._read(size)
+    def read(self, size=None):
+        """At most ``size`` bytes of the body; all of the rest without ``size``."""
+        return self._read(None if size is None or size < 0 else size)
 
     def json(self):
         return json.loads(self.read())
