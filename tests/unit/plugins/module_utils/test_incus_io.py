@@ -113,8 +113,8 @@ def test_exit_codes_that_incus_reports_as_errors(fake):
     fake_server, path = fake({})
     io = IncusSocketIO(path)
     for message, code in (("Command not found", 127), ("Command not executable", 126)):
-        fake_server.routes[("GET", "/1.0/operations/op/wait")] = (200, {}, {"type": "error", "error": message,
-                                                                          "error_code": 400})
+        answer = {"type": "error", "error": message, "error_code": 400}
+        fake_server.routes[("GET", "/1.0/operations/op/wait")] = (200, {}, answer)
         assert io.exec_return("px-box", "op") == code
     fake_server.routes[("GET", "/1.0/operations/op/wait")] = sync({"status": "Success", "metadata": {"return": 3}})
     assert io.exec_return("px-box", "op") == 3
