@@ -121,7 +121,7 @@ class Backend(SandboxIO, abc.ABC):
 
     @abc.abstractmethod
     def list_sandboxes(self) -> List[Sandbox]:
-        """Every px- sandbox, in one request where the host allows it."""
+        """Every px- sandbox, in a number of requests that does not grow with theirs."""
 
     @abc.abstractmethod
     def create_sandbox(self, instance, image, image_server=None, cpu=None, memory=None,

@@ -41,6 +41,7 @@ from ansible_collections.homelab.pixels.plugins.module_utils.incus_api import ( 
     sandbox_from_api,
     sandboxes_from_listing,
 )
+from ansible_collections.homelab.pixels.plugins.module_utils.incus_api import list_sandboxes as list_sandboxes_with
 # Commands and files inside sandboxes: the logic is pylxd-free (IncusIO), the transport here is pylxd's.
 from ansible_collections.homelab.pixels.plugins.module_utils.incus_io import (  # noqa: F401 pylint: disable=unused-import
     ApiError,
@@ -194,10 +195,20 @@ class IncusBackend(IncusIO, Backend):
             data = self._instance_data(instance)
         return sandbox_from_api(data) if data else None
 
+    def get(self, url, params=None, action="reading Incus"):
+        """The metadata of ``GET url`` (such as /1.0/instances) in this project."""
+        node = self.client.api
+        for segment in url.split("/")[2:]:  # after /1.0
+            node = node[segment]
+        with self._errors(action):
+            try:
+                return node.get(params=dict(params or {})).json()["metadata"]
+            except pylxd_errors.NotFound as exc:
+                raise PixelsError(f"Incus failed {action}: {exc}", status=404)
+
     def list_sandboxes(self):
-        with self._errors("listing sandboxes"):
-            items = self.client.api.instances.get(params={"recursion": 2}).json()["metadata"]
-        return sandboxes_from_listing(items)
+        # incus_api: a fixed number of requests, without Incus' per-instance state when all are stopped
+        return list_sandboxes_with(self.get, self.project, self.endpoint)
 
     def _image_source(self, image, image_server):
         with self._errors(f"looking up image {image}"):
