@@ -35,7 +35,7 @@ options:
       - name: pixels_instance
   remote_user:
     description:
-      - The user inside the sandbox that runs commands and owns copied files.
+      - The user inside the sandbox that runs commands and owns copied files, by name or uid.
       - Its uid, gid, supplementary groups and home are looked up inside the sandbox; commands
         start in its home with E(HOME), E(USER), E(LOGNAME) and E(SHELL) set.
       - Unset means V(root).
@@ -255,12 +255,13 @@ ROOT_ACCOUNT = Account(ROOT, 0, 0, None, {}, ())
 
 
 def parse_passwd(text, user):
-    """(uid, gid, home, shell) of ``user`` in passwd(5) text, or None."""
+    """(name, uid, gid, home, shell) of ``user`` (a name, or a numeric uid) in passwd(5) text,
+    or None."""
     for line in to_text(text, errors="surrogate_or_strict").splitlines():
         fields = line.split(":")
-        if len(fields) >= 7 and fields[0] == user:
+        if len(fields) >= 7 and (fields[0] == user or (user.isdigit() and fields[2] == user)):
             try:
-                return int(fields[2]), int(fields[3]), fields[5] or "/", fields[6]
+                return fields[0], int(fields[2]), int(fields[3]), fields[5] or "/", fields[6]
             except ValueError:
                 return None
     return None
@@ -408,7 +409,7 @@ class Connection(ConnectionBase):
         entry = parse_passwd(backend.read_file(instance, "/etc/passwd") or b"", user)
         if entry is None:
             return self._lookup_account_nss(instance, user)
-        uid, gid, home, shell = entry
+        user, uid, gid, home, shell = entry
         groups = parse_group_ids(backend.read_file(instance, "/etc/group") or b"", user, gid)
         setpriv = self._find_setpriv(instance) if groups else None
         if groups and not setpriv:
@@ -427,7 +428,7 @@ class Connection(ConnectionBase):
                 f"The user {user!r} does not exist in sandbox {sandbox_name(instance)!r} ({instance}): "
                 f"create it in a task that runs as root (remote_user: root, ansible.builtin.user), or "
                 f"set ansible_user/remote_user to an existing user.")
-        uid, gid, home, shell = entry
+        user, uid, gid, home, shell = entry
         groups = sorted({int(g) for g in (lines[1].split() if len(lines) > 1 else []) if g.isdigit()} - {gid})
         setpriv = lines[2].strip() if len(lines) > 2 and lines[2].startswith("/") else None
         return make_account(user, uid, gid, home, shell, groups, setpriv)

@@ -43,12 +43,14 @@ odd:x:notanumber:pixel
 # -- users --------------------------------------------------------------------------
 
 @pytest.mark.parametrize("user, expected", [
-    ("pixel", (1000, 1000, "/home/pixel", "/bin/bash")),
-    ("pixels", (1001, 1001, "/home/pixels", "/bin/sh")),
-    ("nohome", (1002, 1002, "/", "")),
+    ("pixel", ("pixel", 1000, 1000, "/home/pixel", "/bin/bash")),
+    ("pixels", ("pixels", 1001, 1001, "/home/pixels", "/bin/sh")),
+    ("1001", ("pixels", 1001, 1001, "/home/pixels", "/bin/sh")),
+    ("nohome", ("nohome", 1002, 1002, "/", "")),
     ("broken", None),
     ("nobody", None),
     ("pix", None),
+    ("4242", None),
 ])
 def test_parse_passwd(user, expected):
     assert parse_passwd(PASSWD, user) == expected
