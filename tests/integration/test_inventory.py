@@ -303,6 +303,22 @@ def test_cache_sees_changes_after_flush(inventory, sandboxes, ansible, tmp_path)
         incus_cli("delete", "--force", "px-late", check=False)
 
 
+# -- with the connection plugin ------------------------------------------------
+
+def test_playbook_through_the_inventory_and_the_incus_connection(inventory, sandboxes, ansible):
+    """The host vars are all homelab.pixels.incus needs: instance, socket and project."""
+    path = inventory.write(status=["running"], names=["golden"])
+    run = ansible.playbook("""
+        - hosts: pixels_running
+          gather_facts: false
+          tasks:
+            - name: marker
+              ansible.builtin.raw: cat /root/marker
+        """, inventory=path)
+    assert run.rc == 0 and not run.failed, run.stdout + run.stderr
+    assert run.result("marker", "golden")["stdout"].strip() == "ready"
+
+
 # -- injection --------------------------------------------------------------
 
 PLAY = """
