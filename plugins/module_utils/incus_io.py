@@ -177,8 +177,12 @@ class IncusIO(SandboxIO):
 
     def _websocket(self, operation, secret):
         """A websocket of an exec operation, with the same TLS trust as the REST session."""
-        from websockets.exceptions import InvalidHandshake, WebSocketException  # only when a command runs
-        from websockets.sync.client import connect, unix_connect
+        try:  # imported only when a command runs
+            from websockets.exceptions import InvalidHandshake, WebSocketException
+            from websockets.sync.client import connect, unix_connect
+        except ImportError as exc:
+            raise PixelsError(f"Running commands in sandboxes needs the websockets package (12 or later) in the "
+                              f"Python that runs Ansible ({exc}): pip install -r requirements.txt there.")
 
         path = f"/1.0/operations/{quote(operation, safe='')}/websocket?" + urlencode(
             {"secret": secret, "project": self.project})

@@ -5,8 +5,8 @@ CLI; from the `ansible` package, installed only into this benchmark's own virtua
 ~/.cache/pixels/bench-venv) and against ssh with pipelining and a ControlPersist master, in
 the same run, alternating rounds so that none gets a warmer cache. All three run with the same
 ansible-playbook (this checkout's .venv). Targets: ours at most 0.55x community.general.incus,
-and no slower than ssh with pipelining. Prints the figures; exits 1 with --strict when a target
-is missed.
+and no slower than ssh with pipelining. Also prints, for information, 20 separate tasks (ours
+and ssh). Prints the figures; exits 1 with --strict when a target is missed.
 """
 
 import argparse
@@ -42,6 +42,14 @@ PLAY = """\
     - ansible.builtin.command: "true"
       loop: "{{ range(20) | list }}"
 """
+# For information: 20 tasks rather than one task with 20 items, so that each gets a new
+# worker process and connection (what most playbooks do).
+TASKS_PLAY = """\
+- hosts: bench
+  gather_facts: false
+  tasks:
+""" + '    - ansible.builtin.command: "true"\n' * 20
+TASKS_LABELS = ("ours", "ssh, pipelining")
 
 
 def bench_collections():
@@ -126,22 +134,26 @@ def main():
                ANSIBLE_SSH_CONTROL_PATH_DIR=os.path.join(workdir, "cp"))
     for key in ("ANSIBLE_PIPELINING", "PIXELS_INCUS_REMOTE", "PIXELS_INCUS_PROJECT", "PIXELS_INCUS_SOCKET", "PIXELS_CONFIG"):
         env.pop(key, None)
-    timings = {}
+    timings, tasks_timings = {}, {}
     try:
         delete(INSTANCE)
         backend.create_sandbox(INSTANCE, IMAGE)
         address = backend.wait_for_address(INSTANCE, 60).ipv4[0]
         key = setup_ssh(backend, workdir)
         paths = inventories(workdir, address, key)
-        playbook = os.path.join(workdir, "loop.yml")
-        with open(playbook, "w", encoding="utf-8") as handle:
-            handle.write(PLAY)
+        playbook, tasks_playbook = os.path.join(workdir, "loop.yml"), os.path.join(workdir, "tasks.yml")
+        for path, text in ((playbook, PLAY), (tasks_playbook, TASKS_PLAY)):
+            with open(path, "w", encoding="utf-8") as handle:
+                handle.write(text)
         timings = {label: [] for label in paths}
+        tasks_timings = {label: [] for label in TASKS_LABELS}
         for label, inventory in paths.items():  # warm-up: caches, the ssh master, sshd's first login
             run_play(inventory, playbook, env)
         for _round in range(args.rounds):
             for label, inventory in paths.items():
                 timings[label].append(run_play(inventory, playbook, env))
+            for label in TASKS_LABELS:
+                tasks_timings[label].append(run_play(paths[label], tasks_playbook, env))
     finally:
         delete(INSTANCE)
         backend.close()
@@ -163,6 +175,9 @@ def main():
     print(f"  ours / ssh with pipelining      = {against_ssh:.2f}  (target <= 1.00: {'met' if ok_ssh else 'MISSED'})")
     print(f"  (ours / community.general.incus with pipelining = "
           f"{ours / median['community.general.incus, pipelining']:.2f}, for reference)")
+    print("20 separate `command: true` tasks (a worker process and a connection each), for information:")
+    for label, values in tasks_timings.items():
+        print(f"  {label:<38} median {statistics.median(values):6.2f} s   min {min(values):6.2f} s   max {max(values):6.2f} s")
     return 0 if (ok_cg and ok_ssh) or not args.strict else 1
 
 
