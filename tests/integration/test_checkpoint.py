@@ -1,5 +1,7 @@
 """pixels_checkpoint and pixels_checkpoint_info against a real Incus."""
 
+import time
+
 from conftest import in_sandbox, snapshot_names
 
 
@@ -23,7 +25,13 @@ def test_checkpoint_create_list_restore_delete(ansible, incus, cleanup):
     assert [c["label"] for c in listed] == ["one", stamped["checkpoint"]["label"]]
     for checkpoint in listed:
         assert checkpoint["created_at"] and checkpoint["stateful"] is False
-    # sizes come from btrfs quota groups, which the incus_host role enables
+    # Sizes come from btrfs quota groups (the incus_host role enables them), which btrfs
+    # accounts at its next transaction commit: give it a few commits.
+    for _attempt in range(20):
+        if listed[1]["size"] and listed[1]["size"] >= 8388608:
+            break
+        time.sleep(0.5)
+        listed = ansible.module("pixels_checkpoint_info", name="cp")["checkpoints"]
     assert listed[1]["size"] >= 8388608, listed
     only = ansible.module("pixels_checkpoint_info", name="cp", label="one")["checkpoints"]
     assert [c["label"] for c in only] == ["one"]

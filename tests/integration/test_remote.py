@@ -1,7 +1,9 @@
 """The same scenarios over HTTPS: Incus on 127.0.0.1:8443 with a trusted client certificate."""
 
+import json
 import os
 import subprocess
+import sys
 
 import pytest
 
@@ -132,3 +134,27 @@ def test_unreachable_remote(ansible, incus, remote):
 
 def test_os_environment_is_restored():
     assert os.environ.get("PIXELS_INCUS_REMOTE") is None
+
+
+def test_inventory_over_https(ansible, incus, remote, bundle_env, golden, tmp_path):
+    """The sandboxes inventory lists the same sandboxes through the remote as through the socket."""
+    source = tmp_path / "remote.pixels.yml"
+    source.write_text("\n".join([
+        "plugin: homelab.pixels.sandboxes",
+        f"remote: {remote['remote']}",
+        f"client_cert: {remote['client_cert']}",
+        f"client_key: {remote['client_key']}",
+        f"server_cert: {remote['server_cert']}",
+        f"project: {PROJECT}",
+        "socket: /nonexistent.socket",
+        "",
+    ]))
+    proc = subprocess.run([os.path.join(os.path.dirname(sys.executable), "ansible-inventory"), "-i", str(source),
+                           "--list"], capture_output=True, text=True, env=ansible.env(
+                               {"ANSIBLE_INVENTORY_UNPARSED_FAILED": "1"}), timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout)
+    assert golden in data["pixels"]["hosts"]
+    hostvars = data["_meta"]["hostvars"][golden]
+    assert "10." in json.dumps(hostvars["ansible_host"])
+    assert "ready" in json.dumps(hostvars["pixels_checkpoints"])
