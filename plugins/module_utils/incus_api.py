@@ -149,9 +149,11 @@ def check_socket(path):
 
 # -- read-only client over the local socket -------------------------------
 
-class _UnixHTTPConnection(http.client.HTTPConnection):
-    def __init__(self, path, timeout):
-        super().__init__("incus", timeout=timeout)
+class UnixHTTPConnection(http.client.HTTPConnection):
+    """HTTP to Incus over its unix socket (the standard library has no such connection)."""
+
+    def __init__(self, path, timeout, blocksize=8192):
+        super().__init__("incus", timeout=timeout, blocksize=blocksize)
         self._socket_path = path
 
     def connect(self):
@@ -177,7 +179,7 @@ class UnixSocketReader:
     def get(self, url, params=None, action="reading Incus"):
         """The ``metadata`` of a sync response; a PixelsError on any failure."""
         query = dict(params or {}, project=self.project)
-        connection = _UnixHTTPConnection(self.path, self.timeout)
+        connection = UnixHTTPConnection(self.path, self.timeout)
         try:
             connection.request("GET", f"{url}?{urlencode(query)}")
             response = connection.getresponse()

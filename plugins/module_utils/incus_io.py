@@ -36,6 +36,7 @@ from ansible_collections.homelab.pixels.plugins.module_utils.backend import (
 )
 from ansible_collections.homelab.pixels.plugins.module_utils.errors import PixelsError, SandboxUnavailable
 from ansible_collections.homelab.pixels.plugins.module_utils.incus_api import (
+    UnixHTTPConnection,
     check_socket,
     connection_message,
     missing_project_message,
@@ -151,7 +152,7 @@ class IncusIO(SandboxIO):
 
     # -- commands -----------------------------------------------------------------
 
-    def exec_start(self, instance, argv, env=None, user=None, group=None, cwd=None):
+    def exec_start(self, instance, argv, env=None, user=None, group=None, cwd=None, stdout_sink=None):
         body = {"command": [str(arg) for arg in argv], "environment": dict(env or {}),
                 "interactive": False, "wait-for-websocket": True, "record-output": False}
         if user is not None:
@@ -173,7 +174,7 @@ class IncusIO(SandboxIO):
         except BaseException:
             streams.close()
             raise
-        return IncusExec(self, instance, operation, connections, streams)
+        return IncusExec(self, instance, operation, connections, streams, stdout_sink)
 
     def _websocket(self, operation, secret):
         """A websocket of an exec operation, with the same TLS trust as the REST session."""
@@ -187,7 +188,7 @@ class IncusIO(SandboxIO):
         path = f"/1.0/operations/{quote(operation, safe='')}/websocket?" + urlencode(
             {"secret": secret, "project": self.project})
         options = dict(compression=None, max_size=None, max_queue=None, ping_interval=None,
-                       open_timeout=self.timeout, close_timeout=5)
+                       open_timeout=self.timeout, close_timeout=1)
         try:
             if self._socket_path:
                 return unix_connect(self._socket_path, "ws://incus" + path, **options)
@@ -298,10 +299,11 @@ class IncusExec(ExecSession):
     """A command started by IncusIO.exec_start, streaming over the operation's websockets.
 
     Incus sends output as binary messages and an empty text message at the end of a stream;
-    stdin ends the same way. Two threads collect stdout and stderr as they arrive.
+    stdin ends the same way. Two threads collect stdout and stderr as they arrive; with a
+    ``stdout_sink``, stdout goes to it instead, message by message (None at its end).
     """
 
-    def __init__(self, backend, instance, operation, connections, streams):
+    def __init__(self, backend, instance, operation, connections, streams, stdout_sink=None):
         from websockets.exceptions import ConnectionClosed
         self._closed_error = ConnectionClosed
         self._backend = backend
@@ -314,6 +316,7 @@ class IncusExec(ExecSession):
         self._error = None
         self._stdin_open = True
         self._changed = threading.Condition()
+        self._sink = stdout_sink
         self._readers = [threading.Thread(target=self._read, args=(index, connection), daemon=True)
                          for index, connection in enumerate(connections[1:])]
         for reader in self._readers:
@@ -327,6 +330,9 @@ class IncusExec(ExecSession):
                     if not message:
                         break  # end of stream
                     message = message.encode("utf-8")
+                if index == 0 and self._sink is not None:
+                    self._sink(message)
+                    continue
                 with self._changed:
                     self._chunks[index].append(message)
                     self._changed.notify_all()
@@ -335,6 +341,8 @@ class IncusExec(ExecSession):
         except Exception as exc:  # pylint: disable=broad-except
             self._error = exc
         finally:
+            if index == 0 and self._sink is not None:
+                self._sink(None)
             with self._changed:
                 self._ended += 1
                 self._changed.notify_all()
@@ -384,22 +392,6 @@ class IncusExec(ExecSession):
 
 # -- the local socket, with the standard library ------------------------------------------
 
-class _UnixConnection(http.client.HTTPConnection):
-    def __init__(self, path, timeout):
-        super().__init__("incus", timeout=timeout, blocksize=STREAM_CHUNK)
-        self._socket_path = path
-
-    def connect(self):
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
-        try:
-            sock.connect(self._socket_path)
-        except BaseException:
-            sock.close()
-            raise
-        self.sock = sock
-
-
 class IncusSocketIO(IncusIO):
     """Commands and files in the sandboxes of a local Incus, over its unix socket.
 
@@ -429,7 +421,7 @@ class IncusSocketIO(IncusIO):
         timeout = timeout or self.timeout
         for attempt in (1, 2):
             if self._connection is None:
-                self._connection = _UnixConnection(self._socket_path, timeout)
+                self._connection = UnixHTTPConnection(self._socket_path, timeout, blocksize=STREAM_CHUNK)
             connection = self._connection
             connection.timeout = timeout
             if connection.sock is not None:
