@@ -15,7 +15,7 @@ description:
     streamed through its file API with their mode, owned by the connecting user. No SSH, no
     address and no C(incus) binary are needed.
   - The sandbox is found from O(instance) (C(pixels_instance), set by the
-    M(homelab.pixels.sandboxes) inventory), never from C(ansible_host), which can hold the
+    P(homelab.pixels.sandboxes#inventory) inventory), never from C(ansible_host), which can hold the
     sandbox's IPv4 address for the C(ssh) connection.
   - Settings fall back to the E(PIXELS_*) environment variables, then the pixels CLI's
     C(config.toml), then the defaults, exactly as for the homelab.pixels modules.
@@ -167,6 +167,11 @@ requirements:
   - websockets >= 12 in the Python that runs Ansible on the controller, and pylxd >= 2.4 for a
     remote Incus
 notes:
+  - A local Incus is reached with the standard library and C(websockets) only, so that a task does
+    not pay for importing pylxd; a remote one goes through pylxd's session, with the same
+    certificate checks as the modules.
+  - With pipelining (the default), a task is one command in the sandbox, one Incus exec. A loop
+    reuses the connection (and its HTTP connection to Incus) for all its items.
   - C(become) runs inside the sandbox (C(sudo), C(su)), with or without a password. Commands have
     no terminal; the password is written to their stdin when the prompt appears, and the module
     follows only once become has succeeded.

@@ -19,6 +19,7 @@ import hashlib
 import http.client
 import io
 import json
+import logging
 import os
 import re
 import socket
@@ -46,6 +47,13 @@ from ansible_collections.homelab.pixels.plugins.module_utils.names import sandbo
 
 # Exit codes that Incus turns into an error of the exec operation.
 EXIT_ERRORS = {"Command not found": 127, "Command not executable": 126}
+
+# The websockets library logs races between its reader thread and a closing socket as
+# "unexpected internal error" with a traceback; Python would print that on stderr, which Ansible
+# reports as a worker writing to stderr. Failures that matter reach us as exceptions.
+_WEBSOCKETS_LOG = logging.getLogger("homelab.pixels.incus.websockets")
+_WEBSOCKETS_LOG.addHandler(logging.NullHandler())
+_WEBSOCKETS_LOG.propagate = False
 
 
 class ApiError(PixelsError):
@@ -188,7 +196,7 @@ class IncusIO(SandboxIO):
         path = f"/1.0/operations/{quote(operation, safe='')}/websocket?" + urlencode(
             {"secret": secret, "project": self.project})
         options = dict(compression=None, max_size=None, max_queue=None, ping_interval=None,
-                       open_timeout=self.timeout, close_timeout=1)
+                       open_timeout=self.timeout, close_timeout=1, logger=_WEBSOCKETS_LOG)
         try:
             if self._socket_path:
                 return unix_connect(self._socket_path, "ws://incus" + path, **options)

@@ -518,11 +518,15 @@ def test_playbook_over_https(ansible, incus, cleanup, tmp_path, https):
               ansible.builtin.fetch: {{src: /root/far.txt, dest: {fetched}, flat: true}}
             - name: stdin
               ansible.builtin.command: {{cmd: cat, stdin: piped}}
+            - name: loop
+              ansible.builtin.command: "echo {{{{ item }}}}"
+              loop: [1, 2, 3, 4]
     """
     run = ansible.playbook(play, inventory=write_inventory(tmp_path, host_line(FAR, **settings)), env=bundle)
     assert run.rc == 0 and not run.failed, run.stdout + run.stderr
     assert run.result("command", FAR)["stdout"] == instance
     assert run.result("stdin", FAR)["stdout"] == "piped"
+    assert [item["stdout"] for item in run.result("loop", FAR)["results"]] == ["1", "2", "3", "4"]
     assert fetched.read_text() == "far\n"
 
     other = make_cert(https["certs"], "impostor")[0]
