@@ -143,6 +143,22 @@ options:
       - name: pixels_incus_timeout
     env:
       - name: PIXELS_INCUS_TIMEOUT
+  command_runner:
+    description:
+      - Keep a small Python program (standard library only, started with the sandbox's
+        C(python3) as root) running in the sandbox while the connection lasts, and run the
+        connection's third and later commands through it rather than as new Incus execs, as ssh's
+        ControlMaster does for ssh. Loops and tasks without pipelining get faster; a task with one
+        command is unchanged.
+      - It starts each command with the same user, groups, environment and directory as a direct
+        exec. Without C(python3) in the sandbox, commands simply stay direct execs.
+      - Set V(false) to run every command as its own Incus exec.
+    type: bool
+    default: true
+    vars:
+      - name: pixels_command_runner
+    env:
+      - name: PIXELS_COMMAND_RUNNER
   pipelining:
     description:
       - Pipe each module into the sandbox's Python on stdin rather than copying it in first, so
@@ -170,8 +186,10 @@ notes:
   - A local Incus is reached with the standard library and C(websockets) only, so that a task does
     not pay for importing pylxd; a remote one goes through pylxd's session, with the same
     certificate checks as the modules.
-  - With pipelining (the default), a task is one command in the sandbox, one Incus exec. A loop
-    reuses the connection (and its HTTP connection to Incus) for all its items.
+  - With pipelining (the default), a task is one command in the sandbox. The first command of a
+    connection is an Incus exec of its own, and so is the second, which also starts the command
+    runner (O(command_runner)); the later ones, in loops and in tasks without pipelining, go
+    through it.
   - C(become) runs inside the sandbox (C(sudo), C(su)), with or without a password. Commands have
     no terminal; the password is written to their stdin when the prompt appears, and the module
     follows only once become has succeeded.
@@ -235,28 +253,41 @@ from ansible.utils.display import Display
 from ansible_collections.homelab.pixels.plugins.module_utils.errors import PixelsError, SandboxUnavailable
 from ansible_collections.homelab.pixels.plugins.module_utils.incus_io import IncusSocketIO
 from ansible_collections.homelab.pixels.plugins.module_utils.names import instance_name, sandbox_name
+from ansible_collections.homelab.pixels.plugins.module_utils.runner import RUNNER_SOURCE, CommandRunner
 from ansible_collections.homelab.pixels.plugins.module_utils.settings import CONNECTION_KEYS, resolve
 
 display = Display()
 
 ROOT = "root"
+# States of a connection's command runner, before there is one.
+FIRST = "first command done"
+OFF = "off"
+# Seconds the third command waits for a runner that has not said hello yet.
+RUNNER_START_TIMEOUT = 10
 
 
-class Account(namedtuple("Account", "name uid gid home env prefix")):
+class Account(namedtuple("Account", "name uid gid home env groups prefix")):
     """Who commands run as inside the sandbox.
 
-    ``env`` is added to the command's environment, ``home`` is where it starts, and ``prefix``
-    (setpriv) joins the supplementary groups, which Incus' exec does not set: such commands
-    start as root and drop to the user.
+    ``env`` is added to the command's environment and ``home`` is where it starts. Incus' exec
+    sets no supplementary ``groups``: a direct exec joins them through ``prefix`` (setpriv,
+    starting as root and dropping to the user); the command runner sets them itself.
     """
 
     @property
     def exec_ids(self):
-        """(uid, gid) that Incus starts the command with."""
+        """(uid, gid) that Incus starts a direct exec with."""
         return (0, 0) if self.prefix else (self.uid, self.gid)
 
+    @property
+    def runner_ids(self):
+        """The identity the command runner (root) switches to; nothing to switch for root."""
+        if self.name == ROOT:
+            return {"uid": None, "gid": None, "groups": None}
+        return {"uid": self.uid, "gid": self.gid, "groups": list(self.groups)}
 
-ROOT_ACCOUNT = Account(ROOT, 0, 0, None, {}, ())
+
+ROOT_ACCOUNT = Account(ROOT, 0, 0, None, {}, (), ())
 
 
 def parse_passwd(text, user):
@@ -294,7 +325,7 @@ def make_account(user, uid, gid, home, shell, groups=(), setpriv=None):
     prefix = ()
     if groups and setpriv:
         prefix = (setpriv, f"--reuid={uid}", f"--regid={gid}", "--groups=" + ",".join(str(g) for g in groups), "--")
-    return Account(user, uid, gid, home, env, prefix)
+    return Account(user, uid, gid, home, env, tuple(groups), prefix)
 
 
 def remote_path(path, account):
@@ -320,6 +351,7 @@ class Connection(ConnectionBase):
         self._backend = None
         self._options_key = None
         self._accounts = {}
+        self._runners = {}  # instance -> FIRST, OFF or its CommandRunner
 
     # -- settings and the Incus connection ------------------------------------------
 
@@ -419,7 +451,8 @@ class Connection(ConnectionBase):
         setpriv = self._find_setpriv(instance) if groups else None
         if groups and not setpriv:
             display.warning(f"{user} in {instance} belongs to the groups {groups}, but the sandbox has no "
-                            f"setpriv (util-linux) to join them: commands run with group {gid} only.")
+                            f"setpriv (util-linux) to join them: commands that do not go through the "
+                            f"command runner run with group {gid} only.")
         return make_account(user, uid, gid, home, shell, groups, setpriv)
 
     def _lookup_account_nss(self, instance, user):
@@ -449,12 +482,10 @@ class Connection(ConnectionBase):
     def exec_command(self, cmd, in_data=None, sudoable=True):
         super().exec_command(cmd, in_data=in_data, sudoable=sudoable)
         backend, instance, account = self._ready()
-        argv = [*account.prefix, self._play_context.executable or "/bin/sh", "-c", to_text(cmd)]
-        display.vvv(f"EXEC {to_text(cmd)} (in {instance} as {account.name})", host=instance)
-        uid, gid = account.exec_ids
+        argv = [self._play_context.executable or "/bin/sh", "-c", to_text(cmd)]
         prompt = bool(sudoable and self.become and self.become.expect_prompt())
         try:
-            with backend.exec_start(instance, argv, env=account.env, user=uid, group=gid, cwd=account.home) as session:
+            with self._start(backend, instance, account, argv, cmd) as session:
                 if prompt:
                     self._send_become_password(session)
                 if in_data:
@@ -468,6 +499,55 @@ class Connection(ConnectionBase):
         if prompt:
             stderr = self.become.strip_become_prompt(stderr)
         return rc, stdout, stderr
+
+    def _start(self, backend, instance, account, argv, cmd):
+        """The command's ExecSession: through the command runner once it is up, else a direct exec."""
+        runner = self._runner(backend, instance)
+        if runner is not None:
+            display.vvv(f"EXEC {to_text(cmd)} (in {instance} as {account.name}, through the command runner)",
+                        host=instance)
+            try:
+                return runner.run(argv, env=account.env, cwd=account.home, **account.runner_ids)
+            except PixelsError as exc:
+                display.vvv(f"Command runner in {instance} unusable ({exc.message}): direct exec", host=instance)
+                self._runners[instance] = OFF
+                runner.close()
+        display.vvv(f"EXEC {to_text(cmd)} (in {instance} as {account.name})", host=instance)
+        uid, gid = account.exec_ids
+        return backend.exec_start(instance, [*account.prefix, *argv], env=account.env, user=uid, group=gid,
+                                  cwd=account.home)
+
+    def _runner(self, backend, instance):
+        """The command runner of ``instance`` when it is ready, else None.
+
+        The first command of a connection goes directly; the second starts the runner beside
+        itself; the ones after that use it (waiting a moment for its hello if need be).
+        """
+        state = self._runners.get(instance)
+        if state is None or state is OFF:
+            if state is None:
+                self._runners[instance] = FIRST
+            return None
+        if state is FIRST:
+            if not self.get_option("command_runner"):
+                self._runners[instance] = OFF
+                return None
+            try:
+                self._runners[instance] = CommandRunner(
+                    lambda sink: backend.exec_start(instance, ["python3", "-I", "-c", RUNNER_SOURCE], stdout_sink=sink),
+                    where=instance)
+            except PixelsError as exc:
+                display.vvv(f"No command runner in {instance}: {exc.message}", host=instance)
+                self._runners[instance] = OFF
+            return None
+        try:
+            # It started during the previous command: by now it has said hello, or soon will.
+            return state if state.ready(RUNNER_START_TIMEOUT) else None
+        except PixelsError as exc:
+            display.vvv(f"No command runner in {instance}: {exc.message}", host=instance)
+            self._runners[instance] = OFF
+            state.close()
+            return None
 
     def _send_become_password(self, session):
         """Answer the become prompt on stdin, then wait until become succeeded.
@@ -530,8 +610,12 @@ class Connection(ConnectionBase):
 
     def close(self):
         backend, self._backend = self._backend, None
+        runners, self._runners = self._runners, {}
         self._options_key = None
         self._accounts = {}
         self._connected = False
+        for runner in runners.values():
+            if isinstance(runner, CommandRunner):
+                runner.close()
         if backend is not None:
             backend.close()

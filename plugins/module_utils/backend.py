@@ -73,12 +73,14 @@ class SandboxIO:
     still serves the modules. Names are instance names (px-...).
     """
 
-    def exec_start(self, instance, argv, env=None, user=None, group=None, cwd=None) -> "ExecSession":
+    def exec_start(self, instance, argv, env=None, user=None, group=None, cwd=None,
+                   stdout_sink=None) -> "ExecSession":
         """Start ``argv`` non-interactively with separate stdin, stdout and stderr.
 
         ``user``/``group`` are numeric ids inside the sandbox, ``env`` is added to the
-        sandbox's default environment. Raises SandboxUnavailable when the sandbox is
-        missing or not running.
+        sandbox's default environment. ``stdout_sink``, when given, receives stdout as it
+        arrives (bytes, then None at its end) instead of the session collecting it. Raises
+        SandboxUnavailable when the sandbox is missing or not running.
         """
         raise NotImplementedError(f"{type(self).__name__} cannot run commands with streams")
 

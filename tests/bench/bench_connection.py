@@ -29,9 +29,11 @@ import pylxd  # noqa: E402
 from ansible_collections.homelab.pixels.plugins.module_utils.incus import IncusBackend  # noqa: E402
 
 SOCKET = os.environ.get("PIXELS_TEST_SOCKET", "/var/lib/incus/unix.socket")
-PROJECT = "pixels-bench-conn"
+# Per run: two runs at once must not share a project, nor an instance name (a DNS name on the bridge).
+RUN = f"{os.getpid():x}"
+PROJECT = f"pixels-bench-conn-{RUN}"
 IMAGE = os.environ.get("PIXELS_TEST_IMAGE", "debian/12")
-INSTANCE = "px-bench-conn"
+INSTANCE = f"px-bench-conn-{RUN}"
 BIN = os.path.dirname(sys.executable)
 BENCH_VENV = os.path.expanduser(os.environ.get("PIXELS_BENCH_VENV", "~/.cache/pixels/bench-venv"))
 

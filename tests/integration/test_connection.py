@@ -21,6 +21,7 @@ CONNECTION = "homelab.pixels.incus"
 # Instance names are DNS names on the shared bridge: runs in other test projects must not clash.
 TAG = hashlib.sha256(PROJECT.encode()).hexdigest()[:4]
 PIPE = f"conn-pipe-{TAG}"
+DIRECT = f"conn-direct-{TAG}"
 FILES = f"conn-files-{TAG}"
 BIG = f"conn-big-{TAG}"
 STREAM = f"conn-stream-{TAG}"
@@ -159,24 +160,34 @@ PLAY = """\
 
     - name: raw
       ansible.builtin.raw: echo raw output
+
+    - name: runner
+      ansible.builtin.shell: "pgrep -f '^python3 -I -c' || true"
+      loop: [1, 2, 3, 4]
 """
 
 
-@pytest.mark.parametrize("pipelining", [True, False], ids=["pipelining", "no-pipelining"])
-def test_playbook_inside_a_sandbox(ansible, incus, cleanup, tmp_path, pipelining):
-    name = PIPE if pipelining else FILES
+@pytest.mark.parametrize("pipelining, runner", [(True, True), (False, True), (True, False)],
+                         ids=["pipelining", "no-pipelining", "pipelining-without-runner"])
+def test_playbook_inside_a_sandbox(ansible, incus, cleanup, tmp_path, pipelining, runner):
+    """Every task kind, as root, as a user with groups, with become; through the command runner
+    (the connection's third command on) and without it."""
+    name = (PIPE if runner else DIRECT) if pipelining else FILES
     instance = sandbox(ansible, name)
     template = tmp_path / "t.j2"
     template.write_text("{{ inventory_hostname }} on {{ ansible_facts['distribution'] }}\n")
     fetched = tmp_path / "fetched"
     if pipelining:
         # The host name is the bare sandbox name: the instance comes from inventory_hostname.
-        line = host_line(name, ansible_host=UNROUTABLE)
+        line = host_line(name, ansible_host=UNROUTABLE, pixels_command_runner=str(runner).lower())
     else:
         # Another host name: pixels_instance wins, and settings come from host vars.
         line = host_line("alias", pixels_instance=instance, pixels_incus_project=PROJECT,
                          pixels_incus_socket=SOCKET, ansible_host=UNROUTABLE)
     host = name if pipelining else "alias"
+    if not runner:
+        # without the runner, the user's groups come from setpriv
+        assert in_sandbox(instance, "command -v setpriv").strip()
     run = ansible.playbook(PLAY.format(pipelining=str(pipelining).lower(), template=template, fetched=fetched),
                            inventory=write_inventory(tmp_path, line))
     assert run.rc == 0 and not run.failed, run.stdout + run.stderr
@@ -201,6 +212,10 @@ def test_playbook_inside_a_sandbox(ansible, incus, cleanup, tmp_path, pipelining
     assert run.result("become from pixel", host)["stdout"] == "root"
     assert run.result("become with a password", host)["stdout"] == "root"
     assert run.result("raw", host)["stdout"].strip() == "raw output"
+    # a connection's second command starts the runner, the later ones go through it (with
+    # pipelining, each item is one command)
+    seen = [bool(item["stdout"].strip()) for item in run.result("runner", host)["results"]]
+    assert seen[-1] == runner and (not pipelining or not seen[0]), seen
     # Nothing of Ansible's is left behind in the sandbox.
     assert in_sandbox(instance, "ls -A /root/.ansible/tmp /home/pixel/.ansible/tmp 2>/dev/null || true").split() == [
         "/home/pixel/.ansible/tmp:", "/root/.ansible/tmp:"]

@@ -83,6 +83,14 @@ def test_account_with_groups_but_no_setpriv_keeps_the_primary_group():
 
 def test_root_account():
     assert ROOT_ACCOUNT.exec_ids == (0, 0) and ROOT_ACCOUNT.env == {} and ROOT_ACCOUNT.home is None
+    assert ROOT_ACCOUNT.runner_ids == {"uid": None, "gid": None, "groups": None}  # the runner is root
+
+
+def test_runner_switches_to_the_user_with_all_groups():
+    with_groups = make_account("pixel", 1000, 1000, "/home/pixel", "", [4, 27], None)
+    assert with_groups.runner_ids == {"uid": 1000, "gid": 1000, "groups": [4, 27]}
+    alone = make_account("pixel", 1000, 1000, "/home/pixel", "")
+    assert alone.runner_ids == {"uid": 1000, "gid": 1000, "groups": []}  # root's groups dropped
 
 
 @pytest.mark.parametrize("path, home, expected", [
