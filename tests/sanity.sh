@@ -23,7 +23,10 @@ trap 'rm -rf "$work"' EXIT
 dest="$work/ansible_collections/homelab/pixels"
 mkdir -p "$dest"
 cd "$root"
-git ls-files -co --exclude-standard -z | xargs -0 -I{} cp --parents -P {} "$dest/"
+# tracked and new files as they are in the work tree (a deleted one is skipped)
+git ls-files -co --exclude-standard -z | while IFS= read -r -d '' file; do
+  if [ -e "$file" ] || [ -L "$file" ]; then cp --parents -P "$file" "$dest/"; fi
+done
 cd "$dest"
 git init -q . && git add -A >/dev/null  # ansible-test lists files through git
 PATH="$bin:$PATH" "$bin/ansible-test" sanity --python "$python_version" --local --color no "$@"

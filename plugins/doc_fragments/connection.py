@@ -6,7 +6,9 @@ from __future__ import annotations
 
 
 class ModuleDocFragment:
-    # Connection options shared by every homelab.pixels module and plugin.
+    # Connection options of every homelab.pixels module and controller-side plugin.
+    # No defaults and no env entries on purpose: an unset option falls back to PIXELS_*,
+    # then config.toml, then the default, in our code (settings.resolve).
     DOCUMENTATION = r"""
 options:
   socket:
@@ -30,7 +32,7 @@ options:
     type: path
   client_key:
     description:
-      - PEM private key of O(client_cert).
+      - PEM private key of O(client_cert). Only its path is used; it never ends up in a variable.
       - Falls back to E(PIXELS_INCUS_CLIENT_KEY), then C(client_key) in C([incus]).
     type: path
   server_cert:
@@ -44,7 +46,8 @@ options:
     description:
       - Verify the remote server's TLS certificate. Verification is never skipped silently;
         only V(false) here turns it off.
-      - Falls back to E(PIXELS_INCUS_VALIDATE_CERTS), then V(true).
+      - Falls back to E(PIXELS_INCUS_VALIDATE_CERTS), then C(validate_certs) in C([incus]),
+        then V(true).
     type: bool
   project:
     description:
@@ -58,6 +61,11 @@ options:
         (C(~/.config/pixels/config.toml)). A missing default file is ignored; a missing
         file named here is an error.
     type: path
+"""
+
+    # homelab.pixels.connection.module
+    MODULE = r"""
+options: {}
 requirements:
   - pylxd >= 2.4 on the host that runs the module (usually the controller, see the README)
 notes:
@@ -67,4 +75,15 @@ notes:
   - Set connection options once for all modules with C(module_defaults) and the action group
     C(group/homelab.pixels.pixels).
   - Sandboxes are Incus instances named C(px-<name>); O(name) takes the bare name.
+"""
+
+    # homelab.pixels.connection.plugin
+    PLUGIN = r"""
+options: {}
+requirements:
+  - pylxd >= 2.4 in the Python that runs Ansible on the controller
+notes:
+  - Option values come from the plugin's configuration, then the E(PIXELS_*) environment
+    variables, then the pixels CLI's C(config.toml), then the defaults, as for the
+    homelab.pixels modules.
 """

@@ -82,7 +82,8 @@ options:
     elements: str
     default: []
 extends_documentation_fragment:
-  - homelab.pixels.plugin_connection
+  - homelab.pixels.connection
+  - homelab.pixels.connection.plugin
   - constructed
   - inventory_cache
 notes:

@@ -30,26 +30,21 @@ from ansible_collections.homelab.pixels.plugins.module_utils.backend import (
     Backend,
 )
 from ansible_collections.homelab.pixels.plugins.module_utils.errors import PixelsError
-# Payload parsing and the socket's checks live in incus_api (no pylxd, for the plugins);
-# imported here under their old names.
-from ansible_collections.homelab.pixels.plugins.module_utils.incus_api import (  # noqa: F401 pylint: disable=unused-import
+# Payload parsing and the socket's checks live in incus_api (no pylxd, for the plugins).
+from ansible_collections.homelab.pixels.plugins.module_utils.incus_api import (
     check_socket,
     checkpoint_from_api,
     connection_message,
     missing_project_message,
-    parse_memory_mib,
     sandbox_from_api,
-    sandboxes_from_listing,
 )
 from ansible_collections.homelab.pixels.plugins.module_utils.incus_api import list_sandboxes as list_sandboxes_with
 # Commands and files inside sandboxes: the logic is pylxd-free (IncusIO), the transport here is pylxd's.
-from ansible_collections.homelab.pixels.plugins.module_utils.incus_io import (  # noqa: F401 pylint: disable=unused-import
+from ansible_collections.homelab.pixels.plugins.module_utils.incus_io import (
     ApiError,
-    IncusExec,
     IncusIO,
     Response,
     error_text,
-    tls_context,
 )
 from ansible_collections.homelab.pixels.plugins.module_utils.names import sandbox_name
 

@@ -39,6 +39,7 @@ options:
     default: present
 extends_documentation_fragment:
   - homelab.pixels.connection
+  - homelab.pixels.connection.module
   - homelab.pixels.attributes
   - homelab.pixels.wait
 attributes:

@@ -25,6 +25,7 @@ options:
     type: str
 extends_documentation_fragment:
   - homelab.pixels.connection
+  - homelab.pixels.connection.module
   - homelab.pixels.attributes
   - homelab.pixels.attributes.info_module
 seealso:

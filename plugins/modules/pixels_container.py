@@ -88,6 +88,7 @@ options:
     default: 30
 extends_documentation_fragment:
   - homelab.pixels.connection
+  - homelab.pixels.connection.module
   - homelab.pixels.attributes
   - homelab.pixels.wait
 attributes:

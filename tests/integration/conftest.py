@@ -10,6 +10,8 @@ import subprocess
 import pylxd
 import pytest
 
+from tls_fixtures import fingerprint, make_cert, tls_stand_in
+
 
 SOCKET = os.environ.get("PIXELS_TEST_SOCKET", "/var/lib/incus/unix.socket")
 PROJECT = os.environ.get("PIXELS_TEST_PROJECT", "pixels-test")
@@ -102,3 +104,31 @@ def golden(incus, ansible):
     assert result["changed"], result
     yield "golden"
     incus_cli("delete", "--force", "px-golden", check=False)
+
+
+@pytest.fixture(scope="module")
+def tls_server(tmp_path_factory):
+    """A TLS stand-in on loopback (see tls_fixtures.tls_stand_in)."""
+    with tls_stand_in(tmp_path_factory.mktemp("certs")) as server:
+        yield server
+
+
+HTTPS_ADDRESS = "127.0.0.1:8443"
+
+
+@pytest.fixture(scope="module")
+def incus_https(incus, tmp_path_factory):
+    """Incus' HTTPS listener and a client certificate restricted to the test project; undone afterwards."""
+    certs = tmp_path_factory.mktemp("https")
+    crt, key = make_cert(certs, "pixels-test-client")
+    previous = subprocess.run(["incus", "config", "get", "core.https_address"],
+                              capture_output=True, text=True, check=True).stdout.strip()
+    if not previous:
+        subprocess.run(["incus", "config", "set", f"core.https_address={HTTPS_ADDRESS}"], check=True)
+    subprocess.run(["incus", "config", "trust", "add-certificate", crt, "--name", "pixels-test-client",
+                    "--restricted", "--projects", PROJECT], check=True)
+    yield {"remote": f"https://{previous or HTTPS_ADDRESS}", "client_cert": crt, "client_key": key,
+           "server_cert": "/var/lib/incus/server.crt", "certs": certs}
+    subprocess.run(["incus", "config", "trust", "remove", fingerprint(crt)[:12]], check=False)
+    if not previous:
+        subprocess.run(["incus", "config", "unset", "core.https_address"], check=False)

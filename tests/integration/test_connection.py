@@ -7,15 +7,14 @@ homelab.pixels.sandboxes inventory would set them.
 import hashlib
 import os
 import socket
-import ssl
 import subprocess
 import sys
-import threading
 
 import pytest
 
 from ansible_fixtures import ROOT
 from conftest import PROJECT, SOCKET, in_sandbox, incus_cli
+from tls_fixtures import make_cert
 
 CONNECTION = "homelab.pixels.incus"
 # Instance names are DNS names on the shared bridge: runs in other test projects must not clash.
@@ -427,52 +426,6 @@ def test_wrong_become_password(ansible, running, tmp_path):
 
 # -- TLS without touching the Incus daemon: a stand-in server on loopback -----------------
 
-def make_cert(directory, name):
-    crt, key = str(directory / f"{name}.crt"), str(directory / f"{name}.key")
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-                    "-nodes", "-keyout", key, "-out", crt, "-days", "2", "-subj", f"/CN={name}",
-                    "-addext", "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True)
-    return crt, key
-
-
-@pytest.fixture(scope="module")
-def tls_server(tmp_path_factory):
-    """A TLS listener on loopback with a self-signed certificate (not Incus, not trusted)."""
-    certs = tmp_path_factory.mktemp("certs")
-    server_crt, server_key = make_cert(certs, "server")
-    other_crt = make_cert(certs, "other")[0]
-    client_crt, client_key = make_cert(certs, "client")
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(server_crt, server_key)
-    listener = socket.create_server(("127.0.0.1", 0))
-    listener.settimeout(0.2)
-    stop = threading.Event()
-
-    def serve():
-        while not stop.is_set():
-            try:
-                conn = listener.accept()[0]
-            except OSError:
-                continue
-            try:
-                with context.wrap_socket(conn, server_side=True) as tls:
-                    tls.settimeout(2)
-                    tls.recv(65536)
-                    tls.sendall(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
-            except (OSError, ssl.SSLError):
-                pass
-            finally:
-                conn.close()
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    yield {"url": f"https://127.0.0.1:{listener.getsockname()[1]}", "server_cert": server_crt,
-           "other_cert": other_crt, "client_cert": client_crt, "client_key": client_key}
-    stop.set()
-    thread.join()
-    listener.close()
-
-
 def test_bad_certificates(ansible, incus, tmp_path, tls_server):
     remote = {"pixels_incus_remote": tls_server["url"], "pixels_incus_client_cert": tls_server["client_cert"],
               "pixels_incus_client_key": tls_server["client_key"]}
@@ -487,32 +440,14 @@ def test_bad_certificates(ansible, incus, tmp_path, tls_server):
 
 # -- a remote Incus over HTTPS (toggles core.https_address: run with -m remote only) -------
 
-ADDRESS = "127.0.0.1:8443"
-
-
 @pytest.fixture(scope="module")
-def https(incus, tmp_path_factory):
-    """HTTPS listener and a client certificate restricted to the test project; undone afterwards."""
-    certs = tmp_path_factory.mktemp("https")
-    crt, key = make_cert(certs, "pixels-conn-client")
-    previous = subprocess.run(["incus", "config", "get", "core.https_address"],
-                              capture_output=True, text=True, check=True).stdout.strip()
-    if not previous:
-        subprocess.run(["incus", "config", "set", f"core.https_address={ADDRESS}"], check=True)
-    subprocess.run(["incus", "config", "trust", "add-certificate", crt, "--name", "pixels-conn-client",
-                    "--restricted", "--projects", PROJECT], check=True)
-    fingerprint = subprocess.run(["openssl", "x509", "-in", crt, "-noout", "-fingerprint", "-sha256"],
-                                 capture_output=True, text=True, check=True).stdout
-    fingerprint = fingerprint.split("=", 1)[1].strip().replace(":", "").lower()
-    yield {"pixels_incus_remote": f"https://{previous or ADDRESS}", "pixels_incus_client_cert": crt,
-           "pixels_incus_client_key": key, "pixels_incus_server_cert": "/var/lib/incus/server.crt",
-           "certs": certs}
-    subprocess.run(["incus", "config", "trust", "remove", fingerprint[:12]], check=False)
-    if not previous:
-        subprocess.run(["incus", "config", "unset", "core.https_address"], check=False)
+def https(incus_https):
+    """The connection plugin's host vars for Incus' HTTPS listener."""
+    return {"pixels_incus_remote": incus_https["remote"], "pixels_incus_client_cert": incus_https["client_cert"],
+            "pixels_incus_client_key": incus_https["client_key"],
+            "pixels_incus_server_cert": incus_https["server_cert"], "certs": incus_https["certs"]}
 
 
-@pytest.mark.remote
 def test_playbook_over_https(ansible, incus, cleanup, tmp_path, https):
     instance = sandbox(ansible, FAR)
     settings = {k: v for k, v in https.items() if k != "certs"}

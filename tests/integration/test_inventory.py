@@ -3,10 +3,8 @@
 import json
 import os
 import socket
-import ssl
 import subprocess
 import sys
-import threading
 import uuid
 
 import pytest
@@ -376,52 +374,6 @@ def test_api_values_are_never_templated(inventory, sandboxes, ansible, tmp_path,
 
 
 # -- bad input --------------------------------------------------------------
-
-def make_cert(directory, name):
-    crt, key = str(directory / f"{name}.crt"), str(directory / f"{name}.key")
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-                    "-nodes", "-keyout", key, "-out", crt, "-days", "2", "-subj", f"/CN={name}",
-                    "-addext", "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True)
-    return crt, key
-
-
-@pytest.fixture(scope="module")
-def tls_server(tmp_path_factory):
-    """A TLS listener on loopback with a self-signed certificate (not Incus, not trusted)."""
-    certs = tmp_path_factory.mktemp("certs")
-    server_crt, server_key = make_cert(certs, "server")
-    other_crt = make_cert(certs, "other")[0]
-    client_crt, client_key = make_cert(certs, "client")
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(server_crt, server_key)
-    listener = socket.create_server(("127.0.0.1", 0))
-    listener.settimeout(0.2)
-    stop = threading.Event()
-
-    def serve():
-        while not stop.is_set():
-            try:
-                conn = listener.accept()[0]
-            except OSError:
-                continue
-            try:
-                with context.wrap_socket(conn, server_side=True) as tls:
-                    tls.settimeout(2)
-                    tls.recv(65536)
-                    tls.sendall(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
-            except (OSError, ssl.SSLError):
-                pass
-            finally:
-                conn.close()
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    yield {"url": f"https://127.0.0.1:{listener.getsockname()[1]}", "server_cert": server_crt,
-           "other_cert": other_crt, "client_cert": client_crt, "client_key": client_key, "dir": certs}
-    stop.set()
-    thread.join()
-    listener.close()
-
 
 def test_bad_certificates(inventory, incus, tls_server):
     remote = {"remote": tls_server["url"], "client_cert": tls_server["client_cert"],

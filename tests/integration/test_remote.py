@@ -8,40 +8,15 @@ import sys
 import pytest
 
 from conftest import PROJECT, in_sandbox
+from tls_fixtures import make_cert
 
 pytestmark = pytest.mark.remote
 
-ADDRESS = "127.0.0.1:8443"
-SERVER_CERT = "/var/lib/incus/server.crt"
-
-
-def make_cert(directory, name):
-    crt, key = str(directory / f"{name}.crt"), str(directory / f"{name}.key")
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:secp384r1",
-                    "-nodes", "-keyout", key, "-out", crt, "-days", "2", "-subj", f"/CN={name}"],
-                   check=True, capture_output=True)
-    return crt, key
-
 
 @pytest.fixture(scope="module")
-def remote(incus, tmp_path_factory):
-    """HTTPS listener and a client certificate restricted to the test project; undone afterwards."""
-    certs = tmp_path_factory.mktemp("certs")
-    crt, key = make_cert(certs, "pixels-test-client")
-    previous = subprocess.run(["incus", "config", "get", "core.https_address"],
-                              capture_output=True, text=True, check=True).stdout.strip()
-    if not previous:
-        subprocess.run(["incus", "config", "set", f"core.https_address={ADDRESS}"], check=True)
-    subprocess.run(["incus", "config", "trust", "add-certificate", crt, "--name", "pixels-test-client",
-                    "--restricted", "--projects", PROJECT], check=True)
-    fingerprint = subprocess.run(["openssl", "x509", "-in", crt, "-noout", "-fingerprint", "-sha256"],
-                                 capture_output=True, text=True, check=True).stdout
-    fingerprint = fingerprint.split("=", 1)[1].strip().replace(":", "").lower()
-    url = f"https://{previous or ADDRESS}"
-    yield {"remote": url, "client_cert": crt, "client_key": key, "server_cert": SERVER_CERT, "certs": certs}
-    subprocess.run(["incus", "config", "trust", "remove", fingerprint[:12]], check=False)
-    if not previous:
-        subprocess.run(["incus", "config", "unset", "core.https_address"], check=False)
+def remote(incus_https):
+    """Incus over HTTPS on loopback (the incus_https fixture of conftest)."""
+    return incus_https
 
 
 @pytest.fixture

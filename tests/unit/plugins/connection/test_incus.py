@@ -3,7 +3,6 @@
 import os
 import socket
 import ssl
-import subprocess
 import threading
 import warnings
 
@@ -14,6 +13,7 @@ from ansible.plugins.loader import connection_loader, init_plugin_loader
 from websockets.exceptions import ConnectionClosedError
 from websockets.sync.server import serve
 
+from tls_fixtures import make_cert
 from ansible_collections.homelab.pixels.plugins.connection.incus import (
     ROOT_ACCOUNT,
     make_account,
@@ -271,14 +271,6 @@ def test_wait_output_wakes_up_for_new_output():
 
 
 # -- TLS for the command streams ------------------------------------------------------------
-
-def make_cert(directory, name):
-    crt, key = str(directory / f"{name}.crt"), str(directory / f"{name}.key")
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-                    "-nodes", "-keyout", key, "-out", crt, "-days", "2", "-subj", f"/CN={name}",
-                    "-addext", "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True)
-    return crt, key
-
 
 @pytest.fixture(scope="module")
 def wss(tmp_path_factory):

@@ -4,11 +4,11 @@ import http.server
 import json
 import os
 import socket
-import socketserver
-import threading
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+
+from fake_incus import fake_incus_fixture
 
 from ansible_collections.homelab.pixels.plugins.module_utils.errors import PixelsError
 from ansible_collections.homelab.pixels.plugins.module_utils.incus_api import UnixSocketReader, check_socket
@@ -29,15 +29,6 @@ VOLUMES = [
     {"name": "other/ready", "type": "container", "created_at": "2026-01-02T00:00:00Z"},
     {"name": "px-off/x", "type": "custom", "created_at": "2026-01-02T00:00:00Z"},
 ]
-
-
-class FakeIncus(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
-    daemon_threads = True
-
-    def __init__(self, path, routes):
-        self.routes = routes  # path -> (status, body)
-        self.requests = []
-        super().__init__(path, Handler)
 
 
 class Handler(http.server.BaseHTTPRequestHandler):
@@ -61,21 +52,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         return "unix"
 
 
-@pytest.fixture
-def fake(tmp_path):
-    servers = []
-
-    def start(routes):
-        path = str(tmp_path / f"incus{len(servers)}.socket")
-        server = FakeIncus(path, routes)
-        threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
-        servers.append(server)
-        return server, path
-
-    yield start
-    for server in servers:
-        server.shutdown()
-        server.server_close()
+fake = fake_incus_fixture(Handler)
 
 
 def sync(metadata):

@@ -3,24 +3,14 @@
 import http.server
 import json
 import os
-import socketserver
-import threading
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
+from fake_incus import fake_incus_fixture
+
 from ansible_collections.homelab.pixels.plugins.module_utils.errors import PixelsError, SandboxUnavailable
 from ansible_collections.homelab.pixels.plugins.module_utils.incus_io import ApiError, IncusSocketIO
-
-
-class FakeIncus(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
-    daemon_threads = True
-
-    def __init__(self, path, routes):
-        self.routes = routes  # (method, path) -> (status, headers, body); a callable gets the handler
-        self.requests = []
-        self.connections = 0
-        super().__init__(path, Handler)
 
 
 class Handler(http.server.BaseHTTPRequestHandler):
@@ -57,21 +47,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         return "unix"
 
 
-@pytest.fixture
-def fake(tmp_path):
-    servers = []
-
-    def start(routes):
-        path = str(tmp_path / f"incus{len(servers)}.socket")
-        server = FakeIncus(path, routes)
-        threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
-        servers.append(server)
-        return server, path
-
-    yield start
-    for server in servers:
-        server.shutdown()
-        server.server_close()
+fake = fake_incus_fixture(Handler)
 
 
 def sync(metadata, status=200):

@@ -1,6 +1,6 @@
 import pytest
 
-from ansible_collections.homelab.pixels.plugins.module_utils.incus import (
+from ansible_collections.homelab.pixels.plugins.module_utils.incus_api import (
     checkpoint_from_api,
     parse_memory_mib,
     sandbox_from_api,
