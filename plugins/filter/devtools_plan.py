@@ -22,7 +22,7 @@ options:
     type: dict
     required: true
   catalog:
-    description: Known tools, name to C({mise: backend, npm: package}); an empty C(npm) package means Node itself.
+    description: "Known tools, name to C({mise: backend, npm: package}); an empty C(npm) package means Node itself."
     type: dict
     required: true
   installer:

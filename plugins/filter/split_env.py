@@ -13,11 +13,11 @@ author:
 description:
   - Takes the C(pixels_env) dictionary in the three forms of the pixels C([env]) table and sorts it by where
     each variable lives.
-  - A plain value (string, number or boolean) is an image variable, written to C(/etc/environment) in the sandbox.
-    C({value: ..}) without C(session_only) is the same.
-  - C({forward: true}) is taken from the controller's environment when a session starts and never written in the
-    sandbox.
-  - C({value: .., session_only: true}) is passed to sessions only and never written in the sandbox.
+  - "A plain value (string, number or boolean) is an image variable, written to C(/etc/environment) in the sandbox.
+    C({value: ..}) without C(session_only) is the same."
+  - "C({forward: true}) is taken from the controller's environment when a session starts and never written in the
+    sandbox."
+  - "C({value: .., session_only: true}) is passed to sessions only and never written in the sandbox."
   - Fails with the variable's name and the fix on a bad name, an unknown key, a missing value, or a value that
     cannot be passed on one line.
 options:
