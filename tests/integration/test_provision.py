@@ -45,7 +45,7 @@ def make_key(directory, name="id_ed25519"):
 
 
 def ipv4(instance):
-    for _ in range(100):
+    for _attempt in range(100):
         out = incus_cli("list", instance, "-c4", "-f", "csv").stdout.split()
         if out:
             return out[0]
