@@ -73,13 +73,25 @@ def overall(states):
     return "running"  # between two steps
 
 
-def read_status(directory, tail_lines=20):
-    """The installer's status; state 'absent' when it never ran here."""
+INTERRUPTED = "(interrupted: the installer is no longer running; the next play runs it again)"
+
+
+def read_status(directory, tail_lines=20, unit_active=None):
+    """The installer's status; state 'absent' when it never ran here.
+
+    unit_active=False (the installer's unit is not running) turns a step left 'running', by a
+    sandbox stopped or cloned mid-install, into 'failed', so that it is not waited for forever.
+    """
     steps_text = _read(os.path.join(directory, "steps"))
     if steps_text is None:
         return {"state": "absent", "installer": None, "steps": [], "failed_steps": []}
     names = [line.strip() for line in steps_text.splitlines() if line.strip()]
     steps = [step_status(directory, name, tail_lines) for name in names]
+    if unit_active is False:
+        for step in steps:
+            if step["state"] == "running":
+                step["state"] = "failed"
+                step["log_tail"] = (step["log_tail"] + "\n" if step["log_tail"] else "") + INTERRUPTED
     installer = (_read(os.path.join(directory, "installer")) or "").strip() or None
     return {
         "state": overall([s["state"] for s in steps]),

@@ -27,6 +27,12 @@ options:
       - Lines of each step's log to return; V(0) for none.
     type: int
     default: 20
+  unit:
+    description:
+      - The installer's systemd unit. A step still marked running while this unit is not active (the sandbox
+        was stopped or cloned mid-install) is reported as failed. Empty to skip the check.
+    type: str
+    default: pixels-devtools.service
 attributes:
   check_mode:
     description: Can run in check mode and return changed status prediction without modifying target.
@@ -117,17 +123,33 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.homelab.pixels.plugins.module_utils.devtools import read_status
 
 
+def unit_active(module, unit):
+    """Whether the unit is active or starting; None when systemd cannot tell."""
+    systemctl = module.get_bin_path("systemctl")
+    if not unit or not systemctl:
+        return None
+    rc, out, _err = module.run_command([systemctl, "is-active", unit])
+    state = out.strip()
+    if state in ("active", "activating", "reloading"):
+        return True
+    if state in ("inactive", "failed", "deactivating"):
+        return False
+    return None
+
+
 def main():
     module = AnsibleModule(
         argument_spec={
             "path": {"type": "path", "default": "/var/lib/pixels/devtools"},
             "tail_lines": {"type": "int", "default": 20},
+            "unit": {"type": "str", "default": "pixels-devtools.service"},
         },
         supports_check_mode=True,
     )
     if module.params["tail_lines"] < 0:
         module.fail_json(msg=f"tail_lines={module.params['tail_lines']} must be 0 or more.")
-    module.exit_json(changed=False, **read_status(module.params["path"], module.params["tail_lines"]))
+    active = unit_active(module, module.params["unit"])
+    module.exit_json(changed=False, **read_status(module.params["path"], module.params["tail_lines"], active))
 
 
 if __name__ == "__main__":

@@ -171,3 +171,25 @@ def test_mise_route(box):
     # the sandbox is usable otherwise
     rc, out, err = ssh(INSTANCE, "pixel", box["key"], "id -un; codex --version")
     assert rc == 0 and out.startswith("pixel\ncodex-cli"), err
+
+
+def test_interrupted_install_is_failed(box):
+    """The installer stopped mid-step (as in a sandbox stopped or cloned while installing) is not waited for forever."""
+    box_ = box["box"]
+    # TEST-NET-1 never answers: the node step hangs in curl until we stop the unit
+    run = box_.devtools(pixels_devtools_installer="npm", pixels_devtools_node_source="nodesource",
+                        pixels_devtools_nodesource_key_url="http://192.0.2.1/nodesource.asc")
+    assert run.rc == 0, run.stdout[-3000:]
+    for _attempt in range(50):
+        if box_.status()["steps"][0]["state"] == "running":
+            break
+        time.sleep(0.5)
+    in_sandbox(INSTANCE, "systemctl stop pixels-devtools.service")
+    status = box_.status()
+    assert status["state"] == "failed" and status["failed_steps"] == ["node"], status
+    assert "interrupted" in status["steps"][0]["log_tail"]
+    # the next play runs it again
+    run = box_.devtools(pixels_devtools_installer="npm")
+    assert run.rc == 0 and run.changed > 0
+    status, _seen = box_.wait(timeout=600)
+    assert status["state"] == "done", status

@@ -61,3 +61,15 @@ def test_tail_reads_only_the_end(tmp_path):
     assert tail(str(big), 1) == "last \ufffd line"
     assert tail(str(big), 0) == ""
     assert tail(str(tmp_path / "missing"), 5) == ""
+
+
+def test_running_without_the_unit_is_failed(tmp_path):
+    """A sandbox stopped or cloned mid-install: no step waits forever."""
+    write_status(tmp_path, [("node", "done"), ("claude", "running"), ("codex", "pending")])
+    (tmp_path / "claude.log").write_text("added 3 packages\n")
+    assert read_status(str(tmp_path), unit_active=True)["state"] == "running"
+    assert read_status(str(tmp_path), unit_active=None)["state"] == "running"
+    status = read_status(str(tmp_path), unit_active=False)
+    assert status["state"] == "failed" and status["failed_steps"] == ["claude"]
+    assert status["steps"][1]["log_tail"].startswith("added 3 packages\n(interrupted")
+    assert status["steps"][2]["state"] == "pending"
