@@ -20,11 +20,12 @@ INSTANCE = "px-" + NAME
 SESSION_ONLY = "session-secret-4711"
 FORWARDED = "forwarded-secret-0815"
 
-TEMP_NO_PROVISION = True
 PLAY = """
 - hosts: sandboxes
   gather_facts: false
   roles:
+    - role: homelab.pixels.provision
+      when: provision | default(true)
     - homelab.pixels.sessions
     - homelab.pixels.console
 """
@@ -84,12 +85,6 @@ def console(ansible, incus, tmp_path_factory):
         "pixels_console_ssh_config": str(home / "config"),
         "pixels_console_identity_file": str(key),
     }
-    if TEMP_NO_PROVISION:
-        pub = (home / "id_ed25519.pub").read_text().strip()
-        in_sandbox(INSTANCE, "useradd -m -u 1000 -s /bin/bash pixel; mkdir -p ~pixel/.ssh; "
-                   f"echo '{pub}' > ~pixel/.ssh/authorized_keys; chown -R pixel: ~pixel/.ssh; "
-                   "echo 'AcceptEnv PX_*' > /etc/ssh/sshd_config.d/px.conf; echo PX_IMAGE=image-value >> /etc/environment;"
-                   "systemctl restart ssh")
     run = ansible.playbook(PLAY, extra_vars=extra, inventory=str(inventory))
     assert run.rc == 0 and not run.failed, run.stdout + run.stderr
     yield {"home": home, "config": str(home / "config"), "extra": extra, "inventory": str(inventory), "first": run}
