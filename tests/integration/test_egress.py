@@ -403,3 +403,36 @@ def test_ipv6_is_filtered_like_ipv4(ansible, world):
     ok(egress(ansible, name="eg-six", allow=[far6], host_layer="none"))
     assert reaches(six, f"[{far6}]", family="-6")
     incus_cli("delete", "--force", six)
+
+
+ROLE_PLAY = """\
+- hosts: localhost
+  gather_facts: false
+  roles:
+    - role: homelab.pixels.egress
+      vars:
+        pixels_egress_name: {box}
+        pixels_egress_mode: allowlist
+        pixels_egress_domains: [{web1}]
+        pixels_egress_host_layer: nftables
+        pixels_egress_host_table: {table}
+"""
+
+
+def test_role_applies_and_is_idempotent(ansible, box):
+    web1, web2 = web_names()
+    ok(egress(ansible, mode="unrestricted"))
+    play = ROLE_PLAY.format(box=BOX, web1=web1, table=HOST_TABLE)
+    checked = ansible.playbook(play, check=True)
+    assert checked.rc == 0, checked.stdout + checked.stderr
+    assert reaches(box, web2)  # check mode changed nothing
+    first = ansible.playbook(play)
+    assert first.rc == 0 and first.changed >= 1, first.stdout + first.stderr
+    assert reaches(box, web1) and not reaches(box, web2)
+    second = ansible.playbook(play)
+    assert second.rc == 0 and second.changed == 0, second.stdout + second.stderr
+    # root inside removed the table: the next run sees it and loads it again
+    in_sandbox(box, "nft delete table inet pixels_egress")
+    repaired = ansible.playbook(play)
+    assert repaired.rc == 0 and repaired.changed >= 1, repaired.stdout + repaired.stderr
+    assert in_sandbox(box, "nft list tables").strip() == "table inet pixels_egress"
