@@ -251,9 +251,9 @@ def bundle(files, installer):
     return buffer.getvalue()
 
 
-def installer(policy, files, resolve_timeout=1.0):
+def installer(policy, files, resolve_timeout=1.0, reuse=False):
     return render(templates.INSTALL, mode=policy["mode"], table=TABLE, egress_dir=EGRESS_DIR,
-                  resolve_timeout=float(resolve_timeout),
+                  resolve_timeout=float(resolve_timeout), reuse=reuse,
                   paths=sorted(files), sudoers=SUDOERS_FILE, network_units=templates.NETWORK_UNITS,
                   manifest_file=MANIFEST_FILE, state_file=STATE_FILE)
 
@@ -291,9 +291,13 @@ def table_loaded(backend, instance):
     return result.rc == 0
 
 
-def install(backend, instance, policy, files, resolve_timeout=1.0):
-    """Ship and run the installer; the state it prints (resolution) as a dict."""
-    payload = bundle(files, installer(policy, files, resolve_timeout))
+def install(backend, instance, policy, files, resolve_timeout=1.0, reuse=False):
+    """Ship and run the installer; the state it prints (resolution) as a dict.
+
+    ``reuse``: keep the addresses the sandbox resolved last (at most one timer interval old)
+    and look up only new domains, so adding one domain does not wait for slow ones.
+    """
+    payload = bundle(files, installer(policy, files, resolve_timeout, reuse))
     script = ("set -e; d=$(mktemp -d /run/pixels-egress.XXXXXX); trap 'rm -rf \"$d\"' EXIT; "
               "tar -x -C \"$d\" -f -; cd \"$d\"; sh ./install.sh")
     result = backend.execute(instance, ["sh", "-c", script], stdin=payload)

@@ -144,7 +144,8 @@ def apply(backend, instance, params, check_mode):
     if inside_changed and not check_mode:
         # The intent first: provisioning and the inventory read it even if the rest fails.
         set_config(backend, instance, {META_EGRESS: desired["mode"]})
-        state = egress.install(backend, instance, desired, files, resolve_timeout=timeout)
+        state = egress.install(backend, instance, desired, files, resolve_timeout=timeout,
+                               reuse=current["mode"] in egress.RESTRICTED)
     elif inside_changed:
         state = state if current["mode"] == desired["mode"] else {}
     view = egress.policy_view(desired, state)

@@ -74,15 +74,18 @@ REFRESH = """\
 #!/bin/sh
 # """ + HEADER + """
 # Resolve the allowed domains and swap the nftables address sets atomically.
-# Usage: pixels-egress-refresh [--load] [--timeout SECONDS]   (--load: reload the whole table)
+# Usage: pixels-egress-refresh [--load] [--reuse] [--timeout SECONDS]
+#   --load: reload the whole table; --reuse: look up only domains the last run did not see.
 set -u
 load=0
+reuse=0
 lookup_timeout={{ refresh_timeout }}
 while [ "$#" -gt 0 ]; do
     case "$1" in
         --load) load=1 ;;
+        --reuse) reuse=1 ;;
         --timeout) lookup_timeout=$2; shift ;;
-        *) echo "usage: pixels-egress-refresh [--load] [--timeout SECONDS]" >&2; exit 2 ;;
+        *) echo "usage: pixels-egress-refresh [--load] [--reuse] [--timeout SECONDS]" >&2; exit 2 ;;
     esac
     shift
 done
@@ -120,24 +123,34 @@ if [ "$loaded" = 1 ]; then
     nft -f "$tmp/resolvers.nft" || exit 1
 fi
 
+# The last run's answers ("domain address..." a line) for --reuse; the timer looks up all.
+cache="$dir/resolved.cache"
+: > "$tmp/cached"
+if [ "$reuse" = 1 ] && [ -s "$cache" ]; then
+    awk -v cached="$tmp/cached" 'NR == FNR { seen[$1] = $0; next }
+        ($1 in seen) { print seen[$1] > cached; next } { print }' "$cache" "$dir/domains" > "$tmp/lookup"
+else
+    cp "$dir/domains" "$tmp/lookup"
+fi
 i=0
 while read -r domain; do
     [ -n "$domain" ] || continue
     i=$((i + 1))
     ( addrs=$(timeout "$lookup_timeout" getent ahosts "$domain" 2>/dev/null | awk '$2 == "STREAM" { print $1 }' | sort -u | tr '\\n' ' ')
       echo "$domain $addrs" > "$tmp/res.$i" ) &
-done < "$dir/domains"
+done < "$tmp/lookup"
 wait
+cat "$tmp/cached" "$tmp"/res.* 2>/dev/null | sort > "$tmp/all"
 
 # One line per domain: name, then its addresses.
 : > "$tmp/d4"; : > "$tmp/d6"; : > "$tmp/json"
-cat "$tmp"/res.* 2>/dev/null | sort | awk -v d4="$tmp/d4" -v d6="$tmp/d6" -v json="$tmp/json" '
+awk -v d4="$tmp/d4" -v d6="$tmp/d6" -v json="$tmp/json" '
     { printf "%s\\"%s\\": [", (NR > 1 ? ", " : ""), $1 > json
       for (i = 2; i <= NF; i++) {
           printf "%s\\"%s\\"", (i > 2 ? ", " : ""), $i > json
           if ($i ~ /:/) print $i > d6; else print $i > d4
       }
-      printf "]" > json }'
+      printf "]" > json }' "$tmp/all"
 resolved=$(cat "$tmp/json")
 d4=$(sort -u "$tmp/d4")
 d6=$(sort -u "$tmp/d6")
@@ -156,6 +169,7 @@ else
 fi
 
 rlist=$(printf '%s\\n' "$resolvers" | grep . | sed 's/.*/"&"/' | paste -sd, -)
+mv -f "$tmp/all" "$cache"
 state="{\\"resolvers\\": [$rlist], \\"resolved\\": {$resolved}, \\"resolved_at\\": \\"$(date -u +%Y-%m-%dT%H:%M:%SZ)\\"}"
 printf '%s\\n' "$state" > "$dir/state.json.new" && mv -f "$dir/state.json.new" "$dir/state.json"
 printf '%s\\n' "$state"
@@ -240,11 +254,16 @@ UNIT_REFRESH = """\
 # """ + HEADER + """
 [Unit]
 Description=Re-resolve the domains of the pixels egress policy
-After=pixels-egress.service
+After=pixels-egress.service network-online.target
+Wants=network-online.target
 
 [Service]
 Type=oneshot
 ExecStart=/usr/local/sbin/pixels-egress-refresh
+
+# Once at boot when the network is up, then from the timer.
+[Install]
+WantedBy=multi-user.target
 """
 
 UNIT_TIMER = """\
@@ -253,7 +272,7 @@ UNIT_TIMER = """\
 Description=Re-resolve the domains of the pixels egress policy every {{ refresh_interval }} s
 
 [Timer]
-OnBootSec=20s
+OnActiveSec={{ refresh_interval }}s
 OnUnitActiveSec={{ refresh_interval }}s
 AccuracySec=5s
 
@@ -303,12 +322,14 @@ rm -f /etc/systemd/system/{{ unit }}.d/pixels-egress.conf
 rmdir /etc/systemd/system/{{ unit }}.d 2>/dev/null || true
 {% endfor %}
 if [ -e /etc/systemd/system/pixels-egress.service ]; then
+    systemctl disable --no-reload --quiet pixels-egress-refresh.timer pixels-egress-refresh.service pixels-egress.service 2>/dev/null || true
     systemctl daemon-reload
-    systemctl disable --now --quiet pixels-egress-refresh.timer pixels-egress.service 2>/dev/null || true
+    systemctl stop pixels-egress-refresh.timer pixels-egress.service 2>/dev/null || true
 fi
 rm -f /etc/systemd/system/pixels-egress.service /etc/systemd/system/pixels-egress-refresh.service \\
     /etc/systemd/system/pixels-egress-refresh.timer /usr/local/sbin/pixels-egress-refresh /usr/local/sbin/safe-apt \\
-    {{ egress_dir }}/rules.nft {{ egress_dir }}/dynamic.nft {{ egress_dir }}/domains {{ egress_dir }}/state.json
+    {{ egress_dir }}/rules.nft {{ egress_dir }}/dynamic.nft {{ egress_dir }}/domains {{ egress_dir }}/state.json \\
+    {{ egress_dir }}/resolved.cache
 nft delete table inet {{ table }} 2>/dev/null || true
 systemctl daemon-reload
 {% for path in paths %}
@@ -324,11 +345,12 @@ put {{ sudoers }}
 put {{ path }}
 {% endfor %}
 [ -e {{ egress_dir }}/dynamic.nft ] || : > {{ egress_dir }}/dynamic.nft
-/usr/local/sbin/pixels-egress-refresh --load --timeout {{ resolve_timeout }} > refresh.out
+/usr/local/sbin/pixels-egress-refresh --load {{ "--reuse " if reuse else "" }}--timeout {{ resolve_timeout }} > refresh.out
 if [ "$units_changed" = 1 ] || [ ! -e /etc/systemd/system/sysinit.target.wants/pixels-egress.service ] \\
-        || [ ! -e /etc/systemd/system/timers.target.wants/pixels-egress-refresh.timer ]; then
+        || [ ! -e /etc/systemd/system/timers.target.wants/pixels-egress-refresh.timer ] \\
+        || [ ! -e /etc/systemd/system/multi-user.target.wants/pixels-egress-refresh.service ]; then
+    systemctl enable --quiet --no-reload pixels-egress.service pixels-egress-refresh.service pixels-egress-refresh.timer
     systemctl daemon-reload
-    systemctl enable --quiet pixels-egress.service pixels-egress-refresh.timer
     systemctl restart pixels-egress-refresh.timer
 fi
 cp manifest {{ manifest_file }}
