@@ -235,7 +235,6 @@ UNIT_BOOT = """\
 # """ + HEADER + """
 [Unit]
 Description=pixels egress policy (nftables)
-Documentation=https://github.com/homelab-pixels/homelab.pixels
 DefaultDependencies=no
 After=local-fs.target nftables.service
 Before=network-pre.target

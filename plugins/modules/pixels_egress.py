@@ -23,11 +23,12 @@ description:
     packages from the configured repositories and refuses options and local files), written
     to C(/etc/sudoers.d/pixel) after C(visudo -cf). V(unrestricted) restores full sudo.
   - The mode is recorded on the instance (C(user.pixels.egress)) and in
-    C(/etc/pixels/egress/mode) inside the sandbox, before anything else is changed: when a later
-    step fails, the sandbox stays locked down and the task fails.
+    C(/etc/pixels/egress/mode) inside the sandbox, before anything else is changed, so that when a
+    later step fails the sandbox stays locked down and the task fails.
   - A second layer outside the sandbox, which root inside it cannot lift, is added when
     possible; see O(host_layer).
   - Runs on the controller and talks to Incus; the sandbox must be running.
+  - The role C(homelab.pixels.egress) wraps this module for playbooks.
 author:
   - homelab.pixels developers (@homelab-pixels)
 options:
@@ -130,7 +131,6 @@ notes:
 seealso:
   - module: homelab.pixels.pixels_egress_info
   - module: homelab.pixels.pixels_container
-  - role: homelab.pixels.egress
 """
 
 EXAMPLES = r"""
