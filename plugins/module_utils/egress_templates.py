@@ -344,13 +344,42 @@ put {{ sudoers }}
 put {{ path }}
 {% endfor %}
 [ -e {{ egress_dir }}/dynamic.nft ] || : > {{ egress_dir }}/dynamic.nft
-/usr/local/sbin/pixels-egress-refresh --load {{ "--reuse " if reuse else "" }}--timeout {{ resolve_timeout }} > refresh.out
+if ! /usr/local/sbin/pixels-egress-refresh --load {{ "--reuse " if reuse else "" }}--timeout {{ resolve_timeout }} > refresh.out; then
+    # Fail closed: no rules, no network (the next successful run brings it back).
+    for path in /sys/class/net/*; do
+        link=${path##*/}
+        [ "$link" = lo ] && continue
+        ip link set dev "$link" down 2>/dev/null && echo "$link" >> /run/pixels-egress.down
+    done
+    echo "the egress rules could not be loaded; the network interfaces are down until they are" >&2
+    exit 4
+fi
+if [ -e /run/pixels-egress.down ]; then
+    for link in $(sort -u /run/pixels-egress.down); do ip link set dev "$link" up || true; done
+    rm -f /run/pixels-egress.down
+    restart_network=1
+fi
+# The rules failed at boot, so the network units did not start.
+systemctl is-failed --quiet pixels-egress.service && restart_network=1
 if [ "$units_changed" = 1 ] || [ ! -e /etc/systemd/system/sysinit.target.wants/pixels-egress.service ] \\
         || [ ! -e /etc/systemd/system/timers.target.wants/pixels-egress-refresh.timer ] \\
         || [ ! -e /etc/systemd/system/multi-user.target.wants/pixels-egress-refresh.service ]; then
     systemctl enable --quiet --no-reload pixels-egress.service pixels-egress-refresh.service pixels-egress-refresh.timer
     systemctl daemon-reload
     systemctl restart pixels-egress-refresh.timer
+fi
+if [ "${restart_network:-0}" = 1 ]; then
+    # Addresses and routes went with the links: configure the network again.
+    systemctl restart pixels-egress.service || true
+    for unit in networking.service systemd-networkd.service; do
+        if systemctl is-enabled --quiet "$unit" 2>/dev/null; then systemctl restart "$unit" || true; fi
+    done
+    # The lookups above ran without a network; the resolver takes a moment to get its servers back.
+    for attempt in 1 2 3 4 5 6 7 8 9 10; do
+        /usr/local/sbin/pixels-egress-refresh --timeout {{ resolve_timeout }} > refresh.out || true
+        grep -q ': \[\]' refresh.out || break
+        sleep 0.5
+    done
 fi
 cp manifest {{ manifest_file }}
 cat refresh.out

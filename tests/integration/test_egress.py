@@ -127,7 +127,7 @@ def world(incus):
             serve(name)
         yield {"far": wait_address(FAR), "far6": wait_address(FAR, "inet6"), "web2": address(WEB2)}
     finally:
-        for name in made + [INSTANCE, "px-eg-clone", "px-eg-six"]:
+        for name in made + [INSTANCE, "px-eg-clone", "px-eg-six", "px-eg-fc"]:
             incus_cli("delete", "--force", name, check=False)
         subprocess.run(["nft", "delete", "table", "inet", HOST_TABLE], capture_output=True, check=False)
         if network:
@@ -438,3 +438,34 @@ def test_role_applies_and_is_idempotent(ansible, box):
     repaired = ansible.playbook(play)
     assert repaired.rc == 0 and repaired.changed >= 1, repaired.stdout + repaired.stderr
     assert in_sandbox(box, "nft list tables").strip() == "table inet pixels_egress"
+
+
+def test_fails_closed(ansible, world):
+    """When the rules cannot be loaded, the task fails and the sandbox stays locked down:
+    restricted sudo, no network now, and none at the next boot; a later successful run recovers."""
+    web1, _web2 = web_names()
+    fc = "px-eg-fc"
+    ok(ansible.module("pixels_container", name="eg-fc"))
+    in_sandbox(fc, "useradd -m -u 1000 -s /bin/bash pixel && mv /usr/sbin/nft /usr/sbin/nft.off")
+    assert reaches(fc, web1)
+
+    failed = egress(ansible, name="eg-fc", mode="allowlist", domains=[web1], host_layer="none")
+    assert failed.get("failed") and "stays locked down" in failed["msg"], failed
+    assert "Traceback" not in json.dumps(failed)
+    assert in_sandbox(fc, "cat /etc/pixels/egress/mode") == "allowlist\n"
+    assert incus_cli("config", "get", fc, "user.pixels.egress").stdout.strip() == "allowlist"
+    assert pixel(fc, "sudo -n id -u").returncode != 0
+    assert in_sandbox(fc, "cat /sys/class/net/eth0/operstate").strip() == "down"
+    assert not reaches(fc, web1)
+
+    incus_cli("restart", fc)  # no rules at boot: the network does not come up
+    time.sleep(8)
+    assert address(fc) is None
+    assert in_sandbox(fc, "systemctl is-active pixels-egress.service networking.service", check=False).split() == ["failed", "inactive"]
+
+    in_sandbox(fc, "mv /usr/sbin/nft.off /usr/sbin/nft")
+    fixed = ok(egress(ansible, name="eg-fc", mode="allowlist", domains=[web1], host_layer="none"))
+    assert fixed["changed"] and fixed["policy"]["unresolved"] == [], fixed
+    assert wait_address(fc)
+    assert reaches(fc, web1) and not reaches(fc, f"{WEB2}.incus")
+    incus_cli("delete", "--force", fc)
