@@ -45,6 +45,11 @@ def read(backend, instance):
     return sandbox, policy, manifest_text, state
 
 
+def live_instances(backend):
+    """Names of the project's instances (all of them, not only px-: a name is what matters)."""
+    return [item["name"] for item in backend.get("/1.0/instances", {"recursion": 1}, "listing instances")]
+
+
 def _is_local(backend):
     return bool(getattr(backend, "_socket_path", None))
 
@@ -61,10 +66,11 @@ def host_layer(backend, instance, sandbox, view, choice, table, check_mode):
                 egress_host.remove_acl(backend, instance)
         if _is_local(backend) and egress_host.nft_available() is None:
             current = egress_host.read_host_table(table)
-            if egress_host.chain_name(instance) in current["chains"]:
+            if egress_host.chain_name(instance, backend.project) in current["chains"]:
                 changed = True
                 if not check_mode:
-                    egress_host.apply_host_rules(table, egress_host.render_host_rules(table, instance, [], [], None, current))
+                    egress_host.apply_host_rules(table, egress_host.render_host_rules(
+                        table, instance, [], [], None, current, backend.project, live_instances(backend)))
                     egress_host.drop_empty_table(table)
         if recorded and not check_mode:
             set_config(backend, instance, {egress_host.META_HOST: ""})
@@ -106,12 +112,14 @@ def host_layer(backend, instance, sandbox, view, choice, table, check_mode):
             reasons.append(problem)
             continue
         current = egress_host.read_host_table(table)
-        if recorded == ["nftables", wanted] and egress_host.host_rules_current(table, instance, addresses4, addresses6, current):
+        if recorded == ["nftables", wanted, table] and egress_host.host_rules_current(
+                table, instance, addresses4, addresses6, current, backend.project):
             return "nftables", False, None
         if not check_mode:
-            script = egress_host.render_host_rules(table, instance, addresses4, addresses6, view, current)
+            script = egress_host.render_host_rules(table, instance, addresses4, addresses6, view, current,
+                                                   backend.project, live_instances(backend))
             egress_host.apply_host_rules(table, script)
-            set_config(backend, instance, {egress_host.META_HOST: f"nftables {wanted}"})
+            set_config(backend, instance, {egress_host.META_HOST: f"nftables {wanted} {table}"})
         return "nftables", True, None
     if not check_mode and recorded != ["none"]:
         set_config(backend, instance, {egress_host.META_HOST: "none"})
@@ -169,11 +177,27 @@ def _diff_text(policy):
     return "".join(line + "\n" for line in lines)
 
 
-def info(backend, instance, table=egress_host.HOST_TABLE):
+def active_host_layer(backend, instance, sandbox):
+    """The host layer that is in place now (a clone inherits the record, not the host rules)."""
+    recorded = (sandbox.metadata.get(egress_host.META_HOST) or "").split()
+    if recorded[:1] == ["acl"]:
+        data = backend.client.api.instances[instance].get().json()["metadata"]
+        nics = egress_host._nic_devices(data)  # pylint: disable=protected-access
+        return "acl" if any(dev.get("security.acls") for dev in nics.values()) else "none"
+    if recorded[:1] == ["nftables"] and len(recorded) == 3:
+        if not _is_local(backend) or egress_host.nft_available():
+            return "nftables"  # cannot look from here; as recorded
+        current = egress_host.read_host_table(recorded[2])
+        addresses = list(sandbox.ipv4) + [a for a in sandbox.ipv6 if not a.lower().startswith("fe80")]
+        keyed = egress_host.host_rules_current(recorded[2], instance, addresses, [], current, backend.project)
+        return "nftables" if keyed else "none"
+    return "none"
+
+
+def info(backend, instance):
     """The policy as the sandbox has it, with whether its rules are loaded right now."""
     sandbox, policy, _manifest, state = read(backend, instance)
     view = egress.policy_view(policy, state if policy["mode"] in egress.RESTRICTED else {})
-    recorded = (sandbox.metadata.get(egress_host.META_HOST) or "").split()
-    view["host_layer"] = recorded[0] if recorded and policy["mode"] in egress.RESTRICTED else "none"
+    view["host_layer"] = active_host_layer(backend, instance, sandbox) if policy["mode"] in egress.RESTRICTED else "none"
     view["enforced"] = policy["mode"] == "unrestricted" or egress.table_loaded(backend, instance)
     return view

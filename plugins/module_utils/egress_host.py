@@ -165,8 +165,18 @@ def remove_acl(backend, instance):
 
 # -- host nftables (the controller is the Incus host) ----------------------------------------
 
-def chain_name(instance):
-    return "sb_" + re.sub(r"[^A-Za-z0-9_]", "_", instance)[:60]
+def _safe(name):
+    return re.sub(r"[^A-Za-z0-9_]", "_", name)
+
+
+def chain_prefix(project):
+    return f"sb_{_safe(project)}__"
+
+
+def chain_name(instance, project="default"):
+    """The sandbox's chain; the project is in the name so that a table shared by projects can
+    tell whose sandboxes are gone."""
+    return chain_prefix(project) + _safe(instance)
 
 
 def nft_available():
@@ -205,12 +215,18 @@ def read_host_table(table):
     return state
 
 
-def render_host_rules(table, instance, sandbox_ipv4, sandbox_ipv6, view, current):
+def render_host_rules(table, instance, sandbox_ipv4, sandbox_ipv6, view, current, project="default", live=None):
     """One nft transaction that (re)writes this sandbox's chain and its keys in the table.
 
     ``view`` None removes the sandbox's rules instead. ``current`` is read_host_table's answer.
+    ``live``: the instances that exist in ``project``; chains of its other instances (deleted
+    sandboxes, whose addresses DHCP may hand to new ones) are removed with their keys.
     """
-    chain = chain_name(instance)
+    chain = chain_name(instance, project)
+    gone = set()
+    if live is not None:
+        alive = {chain_name(name, project) for name in live} | {chain}
+        gone = {c for c in current["chains"] if c.startswith(chain_prefix(project)) and c not in alive}
     lines = []
     if view is not None:
         lines += [
@@ -224,10 +240,18 @@ def render_host_rules(table, instance, sandbox_ipv4, sandbox_ipv6, view, current
             for base in ("from_sandboxes_fwd", "from_sandboxes_in"):
                 lines += [f"add rule inet {table} {base} ip saddr vmap @src4",
                           f"add rule inet {table} {base} ip6 saddr vmap @src6"]
+    mine = set(sandbox_ipv4) | set(sandbox_ipv6)
+    remaining = set()
     for family in ("src4", "src6"):
-        old = sorted(addr for addr, target in current[family].items() if target == chain)
+        # Ours, and the sandbox's addresses keyed to a chain of a sandbox that had them before.
+        old = sorted(addr for addr, target in current[family].items()
+                     if target == chain or target in gone or addr in mine)
         if old:
             lines.append(f"delete element inet {table} {family} {{ {', '.join(old)} }}")
+        remaining |= {target for addr, target in current[family].items() if addr not in old}
+    # Chains no address leads to any more (their sandbox is gone or was readdressed).
+    for orphan in sorted(c for c in current["chains"] if c.startswith("sb_") and c != chain and c not in remaining):
+        lines += [f"flush chain inet {table} {orphan}", f"delete chain inet {table} {orphan}"]
     if view is None:
         if chain in current["chains"]:
             lines += [f"flush chain inet {table} {chain}", f"delete chain inet {table} {chain}"]
@@ -254,9 +278,9 @@ def render_host_rules(table, instance, sandbox_ipv4, sandbox_ipv6, view, current
     return "".join(line + "\n" for line in lines)
 
 
-def host_rules_current(table, instance, sandbox_ipv4, sandbox_ipv6, current):
+def host_rules_current(table, instance, sandbox_ipv4, sandbox_ipv6, current, project="default"):
     """Whether the table still holds this sandbox's chain keyed by exactly its addresses."""
-    chain = chain_name(instance)
+    chain = chain_name(instance, project)
     keyed = {a for family in ("src4", "src6") for a, target in current[family].items() if target == chain}
     return chain in current["chains"] and keyed == set(sandbox_ipv4) | set(sandbox_ipv6)
 

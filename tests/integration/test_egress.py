@@ -163,6 +163,7 @@ def test_allowlist_allows_one_helper_refuses_the_other(ansible, box):
 
     info = ok(ansible.module("pixels_egress_info", name=BOX))["policy"]
     assert info["mode"] == "allowlist" and info["enforced"] and info["domains"] == [web1]
+    assert info["host_layer"] == "nftables" and info["resolved"] == policy["resolved"]
     assert in_sandbox(box, "cat /etc/pixels/egress/mode") == "allowlist\n"
     assert incus_cli("config", "get", box, "user.pixels.egress").stdout.strip() == "allowlist"
     # loaded at boot, before the network, and the network needs it
@@ -250,6 +251,13 @@ ESCAPES = [
     "sudo -n safe-apt download hello",
     "sudo -n env APT_CONFIG=/tmp/x safe-apt update",
     "sudo -n PAGER=/bin/sh safe-apt update",
+    "sudo -n -u nobody id",
+    "systemctl mask pixels-egress.service",
+    "resolvectl dns eth0 10.123.0.99",
+    "echo 10.0.0.0/8 >> /etc/pixels/egress/domains",
+    "echo 'flush ruleset' > /etc/pixels/egress/rules.nft",
+    "cp /bin/sh /usr/local/sbin/safe-apt",
+    "echo 'pixel ALL=(ALL) NOPASSWD:ALL' > /etc/sudoers.d/zz",
 ]
 
 
@@ -309,6 +317,10 @@ def test_survives_restart_restore_and_clone(ansible, box):
     assert incus_cli("config", "get", "px-eg-clone", "user.pixels.egress").stdout.strip() == "allowlist"
     clone = ok(ansible.module("pixels_egress_info", name="eg-clone"))["policy"]
     assert clone["mode"] == "allowlist" and clone["enforced"]
+    assert clone["host_layer"] == "none"  # host rules are keyed by address: the clone needs its own task
+    again = ok(egress(ansible, name="eg-clone"))
+    assert again["changed"] and again["policy"]["host_layer"] == "nftables"
+    assert ok(ansible.module("pixels_egress_info", name="eg-clone"))["policy"]["host_layer"] == "nftables"
     incus_cli("delete", "--force", "px-eg-clone")
 
 
@@ -367,7 +379,7 @@ def test_host_layer_holds_when_root_flushes_the_sandbox_rules(ansible, box, worl
     assert incus_cli("config", "get", box, "user.pixels.egress.host").stdout.startswith("nftables ")
     assert incus_cli("network", "acl", "list", "--format", "csv").stdout.strip() == ""  # the trial left nothing
     host_rules = subprocess.run(["nft", "list", "table", "inet", HOST_TABLE], capture_output=True, text=True, check=False).stdout
-    assert f"{address(box)} : jump sb_px_eg_box" in host_rules, host_rules
+    assert f"{address(box)} : jump sb_{PROJECT.replace('-', '_')}__px_eg_box" in host_rules, host_rules
 
     assert not reaches(box, world["far"])
     in_sandbox(box, "nft flush ruleset")  # root inside lifts its own layer

@@ -295,24 +295,38 @@ def test_host_rules_for_a_new_table():
     script = egress_host.render_host_rules("pixels_eg_test", "px-box", ["10.123.0.5"], ["fd00::5"], VIEW, EMPTY)
     assert "add rule inet pixels_eg_test from_sandboxes_fwd ip saddr vmap @src4" in script
     assert "type filter hook forward priority -10; policy accept;" in script
-    assert "add element inet pixels_eg_test src4 { 10.123.0.5 : jump sb_px_box }" in script
-    assert "add element inet pixels_eg_test src6 { fd00::5 : jump sb_px_box }" in script
+    assert "add element inet pixels_eg_test src4 { 10.123.0.5 : jump sb_default__px_box }" in script
+    assert "add element inet pixels_eg_test src6 { fd00::5 : jump sb_default__px_box }" in script
     assert "ip daddr { 185.199.108.0/22, 192.0.2.5 } accept" in script
     assert "ip daddr { 10.123.0.1 } meta l4proto { tcp, udp } th dport 53 accept" in script
     assert script.strip().splitlines()[-3].endswith("counter drop")
 
 
 def test_host_rules_replace_old_keys_and_keep_base_rules_once():
-    current = {"exists": True, "chains": {"from_sandboxes_fwd", "sb_px_box", "sb_px_other"},
-               "src4": {"10.123.0.4": "sb_px_box", "10.123.0.9": "sb_px_other"}, "src6": {}}
+    current = {"exists": True, "chains": {"from_sandboxes_fwd", "sb_default__px_box", "sb_default__px_other"},
+               "src4": {"10.123.0.4": "sb_default__px_box", "10.123.0.9": "sb_default__px_other"}, "src6": {}}
     script = egress_host.render_host_rules("t", "px-box", ["10.123.0.5"], [], VIEW, current)
     assert "vmap @src4" not in script
     assert "delete element inet t src4 { 10.123.0.4 }" in script and "10.123.0.9" not in script
     removal = egress_host.render_host_rules("t", "px-box", [], [], None, current)
-    assert removal.splitlines() == ["delete element inet t src4 { 10.123.0.4 }", "flush chain inet t sb_px_box",
-                                    "delete chain inet t sb_px_box"]
+    assert removal.splitlines() == ["delete element inet t src4 { 10.123.0.4 }", "flush chain inet t sb_default__px_box",
+                                    "delete chain inet t sb_default__px_box"]
     assert egress_host.host_rules_current("t", "px-box", ["10.123.0.4"], [], current)
     assert not egress_host.host_rules_current("t", "px-box", ["10.123.0.5"], [], current)
+
+
+def test_host_rules_drop_deleted_sandboxes_and_reused_addresses():
+    current = {"exists": True, "chains": {"sb_p__px_box", "sb_p__px_gone", "sb_q__px_gone", "sb_p__px_old"},
+               "src4": {"10.0.0.7": "sb_p__px_gone", "10.0.0.8": "sb_q__px_gone", "10.0.0.5": "sb_p__px_old"},
+               "src6": {}}
+    script = egress_host.render_host_rules("t", "px-box", ["10.0.0.5"], [], VIEW, current, project="p",
+                                           live=["px-box", "px-old"])
+    # px-gone of project p is deleted: its chain and key go; project q's is not ours to judge
+    assert "delete element inet t src4 { 10.0.0.5, 10.0.0.7 }" in script
+    assert "delete chain inet t sb_p__px_gone" in script and "sb_q__px_gone" not in script
+    # px-old lost its address to px-box: nothing leads to its chain any more
+    assert "delete chain inet t sb_p__px_old" in script
+    assert "add element inet t src4 { 10.0.0.5 : jump sb_p__px_box }" in script
 
 
 @needs_nft
@@ -331,9 +345,9 @@ def test_host_table_name():
 def test_read_host_table_parses_nft_json(monkeypatch):
     listing = {"nftables": [
         {"metainfo": {}}, {"table": {"family": "inet", "name": "t"}},
-        {"chain": {"family": "inet", "table": "t", "name": "sb_px_box"}},
+        {"chain": {"family": "inet", "table": "t", "name": "sb_default__px_box"}},
         {"map": {"family": "inet", "name": "src4", "table": "t", "type": "ipv4_addr", "map": "verdict",
-                 "elem": [["10.123.0.5", {"jump": {"target": "sb_px_box"}}]]}},
+                 "elem": [["10.123.0.5", {"jump": {"target": "sb_default__px_box"}}]]}},
     ]}
 
     def fake_nft(args, stdin=None):
@@ -341,4 +355,4 @@ def test_read_host_table_parses_nft_json(monkeypatch):
 
     monkeypatch.setattr(egress_host, "_nft", fake_nft)
     state = egress_host.read_host_table("t")
-    assert state == {"exists": True, "chains": {"sb_px_box"}, "src4": {"10.123.0.5": "sb_px_box"}, "src6": {}}
+    assert state == {"exists": True, "chains": {"sb_default__px_box"}, "src4": {"10.123.0.5": "sb_default__px_box"}, "src6": {}}
