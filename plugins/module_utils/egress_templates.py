@@ -96,6 +96,9 @@ umask 022
 exec 9>/run/pixels-egress.lock
 flock 9
 [ -e "$dir/rules.nft" ] || exit 0  # the policy was removed (mode unrestricted)
+for tool in nft getent timeout; do
+    command -v "$tool" >/dev/null || { echo "$tool is missing in the sandbox: install it (nft: package nftables)" >&2; exit 1; }
+done
 tmp=$(mktemp -d /run/pixels-egress-refresh.XXXXXX) || exit 1
 trap 'rm -rf "$tmp"' EXIT
 

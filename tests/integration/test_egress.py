@@ -127,7 +127,7 @@ def world(incus):
             serve(name)
         yield {"far": wait_address(FAR), "far6": wait_address(FAR, "inet6"), "web2": address(WEB2)}
     finally:
-        for name in made + [INSTANCE, "px-eg-clone", "px-eg-six", "px-eg-fc"]:
+        for name in made + [INSTANCE, "px-eg-clone", "px-eg-six", "px-eg-fc", "px-eg-off"]:
             incus_cli("delete", "--force", name, check=False)
         subprocess.run(["nft", "delete", "table", "inet", HOST_TABLE], capture_output=True, check=False)
         if network:
@@ -216,6 +216,10 @@ def test_bad_input_fails_clearly_and_changes_nothing(ansible, box):
         assert "Traceback" not in json.dumps(result), result
     missing = egress(ansible, name="eg-nothing", mode="agent")
     assert missing.get("failed") and "does not exist" in missing["msg"], missing
+    ok(ansible.module("pixels_container", name="eg-off", state="stopped"))
+    stopped = egress(ansible, name="eg-off", mode="agent")
+    assert stopped.get("failed") and "is stopped" in stopped["msg"] and "start it first" in stopped["msg"], stopped
+    incus_cli("delete", "--force", "px-eg-off")
     assert in_sandbox(box, "cat /etc/pixels/egress/policy.json; sha256sum /etc/pixels/egress/rules.nft") == before
     assert reaches(box, web1) and not reaches(box, web2)
 
@@ -463,6 +467,7 @@ def test_fails_closed(ansible, world):
 
     failed = egress(ansible, name="eg-fc", mode="allowlist", domains=[web1], host_layer="none")
     assert failed.get("failed") and "stays locked down" in failed["msg"], failed
+    assert "nft is missing in the sandbox" in failed["msg"], failed
     assert "Traceback" not in json.dumps(failed)
     assert in_sandbox(fc, "cat /etc/pixels/egress/mode") == "allowlist\n"
     assert incus_cli("config", "get", fc, "user.pixels.egress").stdout.strip() == "allowlist"
