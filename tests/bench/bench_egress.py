@@ -46,8 +46,8 @@ def ansible_module(args, module="homelab.pixels.pixels_egress"):
     env = dict(os.environ, PIXELS_INCUS_PROJECT=PROJECT, PIXELS_INCUS_SOCKET=SOCKET,
                ANSIBLE_CONFIG=os.path.join(ROOT, "ansible.cfg"), ANSIBLE_LOCALHOST_WARNING="0",
                ANSIBLE_COLLECTIONS_PATH=COLLECTIONS_ROOT)
-    proc = subprocess.run([os.path.join(BIN, "ansible"), "localhost", "-m", module,
-                           "-a", json.dumps(args)], capture_output=True, text=True, env=env, check=False)
+    cmd = [os.path.join(BIN, "ansible"), "localhost", "-m", module] + (["-a", json.dumps(args)] if args else [])
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
     if proc.returncode:
         raise RuntimeError(proc.stdout + proc.stderr)
 
