@@ -380,7 +380,7 @@ if [ "${restart_network:-0}" = 1 ]; then
     # The lookups above ran without a network; the resolver takes a moment to get its servers back.
     for attempt in 1 2 3 4 5 6 7 8 9 10; do
         /usr/local/sbin/pixels-egress-refresh --timeout {{ resolve_timeout }} > refresh.out || true
-        grep -q ': \[\]' refresh.out || break
+        grep -qF ': []' refresh.out || break
         sleep 0.5
     done
 fi
