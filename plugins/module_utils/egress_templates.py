@@ -47,6 +47,7 @@ table inet {{ table }} {
         ip daddr @domain4 accept
         ip6 daddr @cidr6 accept
         ip6 daddr @domain6 accept
+        counter comment "refused"
         limit rate 10/minute burst 5 packets log prefix "pixels-egress drop: " level warn
         # Refused at once rather than left to time out (the chains' policy is drop).
         meta l4proto tcp reject with tcp reset

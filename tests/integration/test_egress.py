@@ -158,6 +158,9 @@ def test_allowlist_allows_one_helper_refuses_the_other(ansible, box):
     assert policy["host_layer"] == "nftables"
     assert reaches(box, web1)
     assert not reaches(box, web2)
+    # refused packets reach the logging rule (the kernel logs from containers only with nf_log_all_netns=1)
+    refused = in_sandbox(box, "nft list chain inet pixels_egress allowed | grep 'comment \"refused\"'")
+    assert "counter packets 0 " not in refused and "counter packets" in refused, refused
     again = ok(egress(ansible, mode="allowlist", domains=[web1]))
     assert again["changed"] is False, again
 
