@@ -112,6 +112,9 @@ def world(incus):
     made = []
     network = None
     try:
+        # leftovers of an interrupted run (the incus fixture already deleted the instances)
+        incus_cli("network", "delete", BRIDGE, check=False)
+        subprocess.run(["nft", "delete", "table", "inet", HOST_TABLE], capture_output=True, check=False)
         routes = host_routes()
         for v4, v6 in SUBNETS:
             if v4.rsplit(".", 1)[0] + ".0/24" not in routes:
@@ -384,7 +387,7 @@ def test_host_layer_holds_when_root_flushes_the_sandbox_rules(ansible, box, worl
     result = ok(egress(ansible, mode="allowlist", domains=[web1], host_layer="auto"))
     assert result["policy"]["host_layer"] == "nftables"
     assert incus_cli("config", "get", box, "user.pixels.egress.host").stdout.startswith("nftables ")
-    assert incus_cli("network", "acl", "list", "--format", "csv").stdout.strip() == ""  # the trial left nothing
+    assert "px-eg-box-egress" not in incus_cli("network", "acl", "list", "--format", "csv").stdout  # the trial left nothing
     host_rules = subprocess.run(["nft", "list", "table", "inet", HOST_TABLE], capture_output=True, text=True, check=False).stdout
     assert f"{address(box)} : jump sb_{PROJECT.replace('-', '_')}__px_eg_box" in host_rules, host_rules
 
