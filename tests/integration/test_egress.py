@@ -166,6 +166,10 @@ def test_allowlist_allows_one_helper_refuses_the_other(ansible, box):
     assert "counter packets 0 " not in refused and "counter packets" in refused, refused
     again = ok(egress(ansible, mode="allowlist", domains=[web1]))
     assert again["changed"] is False, again
+    # replies to inbound SSH get out (the host is not on the list)
+    banner = subprocess.run(["timeout", "5", "bash", "-c", f"exec 3<>/dev/tcp/{address(box)}/22; head -c 8 <&3"],
+                            capture_output=True, text=True, check=False)
+    assert banner.stdout.startswith("SSH-2.0"), banner
 
     info = ok(ansible.module("pixels_egress_info", name=BOX))["policy"]
     assert info["mode"] == "allowlist" and info["enforced"] and info["domains"] == [web1]
