@@ -24,7 +24,8 @@ description:
     to C(/etc/sudoers.d/pixel) after C(visudo -cf). V(unrestricted) restores full sudo.
   - The mode is recorded on the instance (C(user.pixels.egress)) and in
     C(/etc/pixels/egress/mode) inside the sandbox, before anything else is changed, so that when a
-    later step fails the sandbox stays locked down and the task fails.
+    later step fails the sandbox stays locked down and the task fails. When the rules cannot be
+    loaded, the sandbox's network links are taken down until a later run succeeds.
   - A second layer outside the sandbox, which root inside it cannot lift, is added when
     possible; see O(host_layer).
   - Runs on the controller and talks to Incus; the sandbox must be running.
