@@ -348,6 +348,7 @@ def test_modes_both_ways(ansible, box):
     assert any("did not resolve" in w for w in agent.get("warnings", [])), agent
     assert reaches(box, web1) and not reaches(box, web2)
     assert pixel(box, "sudo -n id -u").returncode != 0
+    assert ok(egress(ansible, mode="agent", allow=[web1]))["changed"] is False
 
     free = ok(egress(ansible, mode="unrestricted"))
     assert free["changed"] and free["policy"]["mode"] == "unrestricted" and free["policy"]["host_layer"] == "none"
