@@ -173,6 +173,20 @@ def test_mise_route(box):
     assert rc == 0 and out.startswith("pixel\ncodex-cli"), err
 
 
+def test_mise_reads_the_config_as_pixel(box):
+    """With mise present (from the npm registry here), its steps run as pixel from the rendered config and
+    fail only where nodejs.org is unreachable."""
+    in_sandbox(INSTANCE, "NODE_EXTRA_CA_CERTS=/etc/ssl/certs/ca-certificates.crt npm install -g --no-fund --no-audit mise")
+    try:
+        run = box["box"].devtools(pixels_devtools_tools={"node": "lts"}, pixels_devtools_wait=True,
+                                  pixels_devtools_wait_timeout=300)
+        assert run.rc != 0
+        status = box["box"].status()
+        assert [(s["name"], s["state"]) for s in status["steps"]] == [("mise", "done"), ("node", "failed")], status
+        assert "node@lts" in status["steps"][1]["log_tail"] and "config.toml" in status["steps"][1]["log_tail"]
+    finally:
+        in_sandbox(INSTANCE, "npm uninstall -g mise", check=False)
+
 def test_interrupted_install_is_failed(box):
     """The installer stopped mid-step (as in a sandbox stopped or cloned while installing) is not waited for forever."""
     box_ = box["box"]
