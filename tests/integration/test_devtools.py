@@ -187,6 +187,7 @@ def test_mise_reads_the_config_as_pixel(box):
     finally:
         in_sandbox(INSTANCE, "npm uninstall -g mise", check=False)
 
+
 def test_interrupted_install_is_failed(box):
     """The installer stopped mid-step (as in a sandbox stopped or cloned while installing) is not waited for forever."""
     box_ = box["box"]
