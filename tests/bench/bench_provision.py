@@ -82,7 +82,13 @@ class Runner:
         elapsed = time.perf_counter() - start
         if proc.returncode:
             raise SystemExit(f"{playbook} failed on {instance}:\n{proc.stdout[-3000:]}\n{proc.stderr[-2000:]}")
-        return elapsed
+        return elapsed, proc.stdout
+
+    def quick(self, instance):
+        """The role on a provisioned sandbox; its time, and whether the quick check ended it."""
+        elapsed, stdout = self.play("role.yml", instance)
+        tail = stdout.split("TASK [homelab.pixels.provision : Provision]", 1)[-1]
+        return elapsed, tail.lstrip("* \n").startswith("skipping")
 
 
 def main():
@@ -99,6 +105,7 @@ def main():
                                    "clone: clone + address", "clone: provision role (quick check)",
                                    "reference: one raw task", "reference: role, every step forced")}
     names = []
+    quick_runs = 0
     try:
         with tempfile.TemporaryDirectory() as workdir:
             runner = Runner(workdir)
@@ -109,7 +116,7 @@ def main():
                 backend.create_sandbox(name, IMAGE, cpu=1, memory=1024)
                 backend.wait_for_address(name, 60)
                 figures["empty: create + address"].append(time.perf_counter() - start)
-                figures["empty: provision role"].append(runner.play("role.yml", name))
+                figures["empty: provision role"].append(runner.play("role.yml", name)[0])
                 if i == 0:  # the provisioned checkpoint the clones come from
                     delete(SOURCE)
                     backend.clone_sandbox(SOURCE, name)
@@ -123,10 +130,12 @@ def main():
                 backend.clone_sandbox(name, SOURCE, "provisioned")
                 backend.wait_for_address(name, 60)
                 figures["clone: clone + address"].append(time.perf_counter() - start)
-                figures["clone: provision role (quick check)"].append(runner.play("role.yml", name))
-                figures["reference: one raw task"].append(runner.play("floor.yml", name))
+                elapsed, was_quick = runner.quick(name)
+                figures["clone: provision role (quick check)"].append(elapsed)
+                quick_runs += was_quick
+                figures["reference: one raw task"].append(runner.play("floor.yml", name)[0])
                 figures["reference: role, every step forced"].append(
-                    runner.play("role.yml", name, pixels_provision_force=True))
+                    runner.play("role.yml", name, pixels_provision_force=True)[0])
                 delete(name)
     finally:
         for name in names + [SOURCE]:
@@ -144,8 +153,9 @@ def main():
     clone = statistics.median(figures["clone: clone + address"]) + \
         statistics.median(figures["clone: provision role (quick check)"])
     quick = statistics.median(figures["clone: provision role (quick check)"])
-    ok = quick < 3.0
+    ok = quick < 3.0 and quick_runs == args.rounds
     print(f"  empty image -> provisioned: {empty:.2f} s;  provisioned checkpoint clone -> provisioned: {clone:.2f} s")
+    print(f"  quick check ended the role on {quick_runs} of {args.rounds} clones")
     print(f"  role on the clone {quick:.2f} s  (target < 3 s: {'met' if ok else 'MISSED'})")
     return 0 if ok or not args.strict else 1
 

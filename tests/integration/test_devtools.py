@@ -173,18 +173,39 @@ def test_mise_route(box):
     assert rc == 0 and out.startswith("pixel\ncodex-cli"), err
 
 
+def test_mise_reads_the_config_as_pixel(box):
+    """With mise present (from the npm registry here), its steps run as pixel from the rendered config and
+    fail only where nodejs.org is unreachable."""
+    in_sandbox(INSTANCE, "NODE_EXTRA_CA_CERTS=/etc/ssl/certs/ca-certificates.crt npm install -g --no-fund --no-audit mise")
+    try:
+        run = box["box"].devtools(pixels_devtools_tools={"node": "lts"}, pixels_devtools_wait=True,
+                                  pixels_devtools_wait_timeout=300)
+        assert run.rc != 0
+        status = box["box"].status()
+        assert [(s["name"], s["state"]) for s in status["steps"]] == [("mise", "done"), ("node", "failed")], status
+        assert "node@lts" in status["steps"][1]["log_tail"] and "config.toml" in status["steps"][1]["log_tail"]
+    finally:
+        in_sandbox(INSTANCE, "npm uninstall -g mise", check=False)
+
+
 def test_interrupted_install_is_failed(box):
     """The installer stopped mid-step (as in a sandbox stopped or cloned while installing) is not waited for forever."""
     box_ = box["box"]
-    # TEST-NET-1 never answers: the node step hangs in curl until we stop the unit
-    run = box_.devtools(pixels_devtools_installer="npm", pixels_devtools_node_source="nodesource",
-                        pixels_devtools_nodesource_key_url="http://192.0.2.1/nodesource.asc")
-    assert run.rc == 0, run.stdout[-3000:]
-    for _attempt in range(50):
-        if box_.status()["steps"][0]["state"] == "running":
-            break
-        time.sleep(0.5)
-    in_sandbox(INSTANCE, "systemctl stop pixels-devtools.service")
+    # a server that accepts and never answers: the node step hangs in curl until we stop the unit
+    in_sandbox(INSTANCE, "systemd-run --unit pv-silent python3 -c 'import socket, time; s = socket.socket();"
+                         " s.bind((\"127.0.0.1\", 8765)); s.listen(); c = s.accept(); time.sleep(900)'")
+    try:
+        run = box_.devtools(pixels_devtools_installer="npm", pixels_devtools_node_source="nodesource",
+                            pixels_devtools_nodesource_key_url="http://127.0.0.1:8765/nodesource.asc")
+        assert run.rc == 0, run.stdout[-3000:]
+        for _attempt in range(50):
+            if "downloading" in box_.status()["steps"][0]["log_tail"]:
+                break
+            time.sleep(0.5)
+        assert box_.status()["state"] == "running"
+        in_sandbox(INSTANCE, "systemctl stop pixels-devtools.service")
+    finally:
+        in_sandbox(INSTANCE, "systemctl stop pv-silent", check=False)
     status = box_.status()
     assert status["state"] == "failed" and status["failed_steps"] == ["node"], status
     assert "interrupted" in status["steps"][0]["log_tail"]

@@ -248,7 +248,7 @@ def test_missing_default_key(ansible, sandbox, tmp_path):
 
 
 @pytest.mark.parametrize("override, needles", [
-    ({"pixels_ssh_keys": ["/home/me/.ssh/id_ed25519.pub"]}, ["pixels_ssh_keys[0] is not an OpenSSH public key"]),
+    ({"pixels_ssh_keys": ["/home/me/.ssh/id_ed25519.pub"]}, ["/home/me/.ssh/id_ed25519.pub", "is not an OpenSSH public key"]),
     ({"pixels_env": {"TOKEN": {"forward": "yes"}}}, ["pixels_env.TOKEN: forward", "must be true"]),
     ({"pixels_env": {"9LIVES": "x"}}, ["'9LIVES' is not a valid environment variable name"]),
     ({"pixels_ca_certificates": ["/nonexistent/proxy.pem"]}, ["pixels_ca_certificates", "/nonexistent/proxy.pem"]),
