@@ -54,8 +54,16 @@ options:
       - Clone instead of creating from an image. V(box) clones the current state of sandbox
         C(box) through a temporary snapshot, removed afterwards; V(box:label) clones its
         checkpoint C(label).
-      - Used only when the sandbox is created. Mutually exclusive with O(image).
+      - Used only when the sandbox is created. Mutually exclusive with O(image) and O(base).
     type: str
+  base:
+    description:
+      - Clone the newest checkpoint (by creation time) of base O(base), the instance
+        C(px-base-<base>) that C(homelab.pixels.base_build) or C(homelab.pixels.site) builds.
+      - The sandbox records the base in C(user.pixels.base).
+      - Used only when the sandbox is created. Mutually exclusive with O(image) and O(source).
+    type: str
+    version_added: 0.2.0
   cpu:
     description:
       - Number of CPUs (C(limits.cpu)), 1 up to the host's count.
@@ -121,6 +129,11 @@ EXAMPLES = r"""
     name: "worker{{ item }}"
     source: mybox:ready
   loop: "{{ range(1, 6) | list }}"
+
+- name: A sandbox from the newest checkpoint of base dev
+  homelab.pixels.pixels_container:
+    name: task1
+    base: dev
 
 - name: Clone the current state of a sandbox
   homelab.pixels.pixels_container:
@@ -215,6 +228,8 @@ sandbox:
       sample: {"user.pixels.image": "debian/12"}
 """
 
+from ansible_collections.homelab.pixels.plugins.module_utils.backend import META_BASE
+from ansible_collections.homelab.pixels.plugins.module_utils.bases import newest_checkpoint
 from ansible_collections.homelab.pixels.plugins.module_utils.errors import PixelsError
 from ansible_collections.homelab.pixels.plugins.module_utils.names import instance_name, parse_source
 from ansible_collections.homelab.pixels.plugins.module_utils.pixels_module import WAIT_ARGS, PixelsModule
@@ -246,6 +261,10 @@ def summary(sandbox):
 def create(module, instance, state, source):
     params = module.params
     start = state != "stopped"
+    metadata = None
+    if params["base"]:
+        source = newest_checkpoint(module.backend, params["base"])  # fails clearly when not built
+        metadata = {META_BASE: params["base"]}
     if source:
         source_instance, label = source
         check_limits(module, params["cpu"], params["memory"])
@@ -256,7 +275,7 @@ def create(module, instance, state, source):
             return
         module.backend.clone_sandbox(instance, source_instance, label, cpu=params["cpu"],
                                      memory=params["memory"], description=params["description"],
-                                     start=start)
+                                     start=start, metadata=metadata)
     else:
         settings = module.settings("image", "image_server", "cpu", "memory", "pool")
         check_limits(module, settings["cpu"], settings["memory"])
@@ -311,7 +330,7 @@ def predicted(module, sandbox, state):
     """What check mode expects the sandbox to look like afterwards."""
     params = module.params
     after = summary(sandbox) if sandbox else {"state": "stopped", "cpu": None, "memory": None}
-    if sandbox is None and not params["source"]:
+    if sandbox is None and not (params["source"] or params["base"]):
         defaults = module.settings("cpu", "memory")
         after.update(cpu=defaults["cpu"], memory=defaults["memory"])
     for key in ("cpu", "memory"):
@@ -369,6 +388,7 @@ def main():
             image=dict(type="str"),
             image_server=dict(type="str"),
             source=dict(type="str"),
+            base=dict(type="str"),
             cpu=dict(type="int"),
             memory=dict(type="int"),
             pool=dict(type="str"),
@@ -376,7 +396,7 @@ def main():
             **WAIT_ARGS,
             stop_timeout=dict(type="int", default=30),
         ),
-        mutually_exclusive=[("image", "source")],
+        mutually_exclusive=[("image", "source", "base")],
         supports_check_mode=True,
     )
     module.run(main_logic)
