@@ -133,12 +133,13 @@ def _resolve(path, directory):
 
 
 def plan(bases, sandboxes, builtin_bases=(), existing=None, base_image=None, directory=".",
-         rebuild=(), build="all", bases_var="pixels_bases", sandboxes_var="pixels_sandboxes"):
+         rebuild=(), build="all", wanted=(), bases_var="pixels_bases", sandboxes_var="pixels_sandboxes"):
     """Validate bases and sandboxes; what to build, in order, and what to make.
 
     ``existing`` maps base names to their number of checkpoints (bases on Incus).
     ``build`` is ``all`` (every declared base and what sandboxes need) or ``needed``
-    (only what the sandboxes and ``rebuild`` need). Raises PixelsError naming every problem.
+    (only what the sandboxes, ``wanted`` and ``rebuild`` need). Raises PixelsError naming
+    every problem.
     """
     existing = dict(existing or {})
     errors = []
@@ -203,7 +204,7 @@ def plan(bases, sandboxes, builtin_bases=(), existing=None, base_image=None, dir
                           f"make one of them start from an image.")
 
     names = []
-    wanted = []
+    used = []
     for index, entry in enumerate(sandboxes):
         where = _label(sandboxes_var, index, entry)
         if not _check_keys(entry, SANDBOX_KEYS, where, errors):
@@ -232,7 +233,7 @@ def plan(bases, sandboxes, builtin_bases=(), existing=None, base_image=None, dir
                     f"or build it first."
                 )
             else:
-                wanted.append(base)
+                used.append(base)
         if isinstance(entry.get("source"), str) and entry["source"]:
             try:
                 parse_source(entry["source"], f"{where}.source")
@@ -246,16 +247,19 @@ def plan(bases, sandboxes, builtin_bases=(), existing=None, base_image=None, dir
             if isinstance(entry.get(key), dict):
                 _check_keys(entry[key], keys, f"{where}.{key}", errors)
 
-    for name in rebuild:
-        if name not in catalog and name not in existing:
-            errors.append(f"rebuild: base {name!r} is neither declared, built in, nor built on Incus.")
+    for option, names_ in (("rebuild", rebuild), ("base", wanted)):
+        for name in names_:
+            if name not in catalog and name not in existing:
+                errors.append(f"{option}: base {name!r} is neither declared in {bases_var}, a built-in base "
+                              f"({', '.join(sorted(n for n, i in catalog.items() if i['builtin'])) or 'none'}), "
+                              f"nor built on Incus.")
     if errors:
         raise PixelsError(" ".join(errors), errors=errors)
 
     # What to build: the wanted bases and their missing ancestors, parents first. A built
     # base is used as it is (its parents are not needed), unless it is to be rebuilt.
     rebuild = set(rebuild) | {n for n in declared if catalog[n].get("rebuild")}
-    roots = (list(declared) if build == "all" else []) + wanted + sorted(rebuild)
+    roots = (list(declared) if build == "all" else []) + used + list(wanted) + sorted(rebuild)
     to_build = []
 
     def visit(name):

@@ -17,6 +17,9 @@ description:
   - Reads the bases already built on Incus (one request) and returns the bases to build,
     parents first, and the sandboxes with their defaults filled in.
   - Changes nothing; the C(homelab.pixels.site) role and playbooks use it.
+  - Runs on the controller, in the C(ansible-playbook) process (an action plugin), which saves
+    starting a module on every run of the site; that Python needs pylxd, as for the other
+    modules on localhost.
 author:
   - homelab.pixels developers (@homelab-pixels)
 options:
@@ -58,10 +61,16 @@ options:
     type: list
     elements: str
     default: []
+  wanted:
+    description:
+      - Bases to build when they are not built, with what they need, whatever O(build) says.
+    type: list
+    elements: str
+    default: []
   build:
     description:
       - V(all) plans every declared base and the built-in bases the others need;
-        V(needed) only what O(sandboxes) and O(rebuild) need.
+        V(needed) only what O(sandboxes), O(wanted) and O(rebuild) need.
     type: str
     choices: [all, needed]
     default: all
@@ -133,11 +142,11 @@ from ansible_collections.homelab.pixels.plugins.module_utils.bases import base_o
 from ansible_collections.homelab.pixels.plugins.module_utils.pixels_module import PixelsModule
 
 
-def main_logic(module):
-    params = module.params
+def site_plan(backend, params):
+    """The module's result (without changed) for validated ``params``."""
     existing = {}
     present = []
-    for sandbox in module.backend.list_sandboxes():
+    for sandbox in backend.list_sandboxes():
         base = base_of(sandbox)
         if base:
             existing[base] = len(sandbox.checkpoints)
@@ -145,26 +154,31 @@ def main_logic(module):
             present.append(sandbox.name)
     result = plan(params["bases"], params["sandboxes"], builtin_bases=params["builtin_bases"],
                   existing=existing, base_image=params["base_image"], directory=params["directory"],
-                  rebuild=params["rebuild"], build=params["build"], bases_var=params["bases_var"],
+                  rebuild=params["rebuild"], build=params["build"], wanted=params["wanted"], bases_var=params["bases_var"],
                   sandboxes_var=params["sandboxes_var"])
-    module.exit_json(changed=False, existing=existing, sandboxes_present=sorted(present), **result)
+    return dict(existing=existing, sandboxes_present=sorted(present), **result)
+
+
+def main_logic(module):
+    module.exit_json(changed=False, **site_plan(module.backend, module.params))
+
+
+ARGUMENT_SPEC = dict(
+    bases=dict(type="raw", default=[]),
+    sandboxes=dict(type="raw", default=[]),
+    builtin_bases=dict(type="list", elements="dict", default=[]),
+    base_image=dict(type="str", default="ubuntu/24.04"),
+    directory=dict(type="path", default="."),
+    rebuild=dict(type="list", elements="str", default=[]),
+    wanted=dict(type="list", elements="str", default=[]),
+    build=dict(type="str", default="all", choices=["all", "needed"]),
+    bases_var=dict(type="str", default="pixels_bases"),
+    sandboxes_var=dict(type="str", default="pixels_sandboxes"),
+)
 
 
 def main():
-    module = PixelsModule(
-        argument_spec=dict(
-            bases=dict(type="raw", default=[]),
-            sandboxes=dict(type="raw", default=[]),
-            builtin_bases=dict(type="list", elements="dict", default=[]),
-            base_image=dict(type="str", default="ubuntu/24.04"),
-            directory=dict(type="path", default="."),
-            rebuild=dict(type="list", elements="str", default=[]),
-            build=dict(type="str", default="all", choices=["all", "needed"]),
-            bases_var=dict(type="str", default="pixels_bases"),
-            sandboxes_var=dict(type="str", default="pixels_sandboxes"),
-        ),
-        supports_check_mode=True,
-    )
+    module = PixelsModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
     module.run(main_logic)
 
 
