@@ -59,7 +59,7 @@ def newest_checkpoint(backend, name):
             f"base={name!r}: the base is not built (no instance {instance}): build it with "
             f"'ansible-playbook homelab.pixels.base_build -e name={name}' or site.yml."
         )
-    checkpoints = backend.list_checkpoints(instance)  # sorted by creation time
+    checkpoints = sorted(backend.list_checkpoints(instance), key=lambda c: c.created_at or "")
     if not checkpoints:
         raise PixelsError(
             f"base={name!r}: {instance} has no checkpoint (its build did not finish): rebuild it "
