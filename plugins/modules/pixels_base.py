@@ -48,7 +48,7 @@ options:
     type: str
   from:
     description:
-      - Parent base: the container is cloned from the parent's newest checkpoint. Later
+      - Parent base. The container is cloned from the newest checkpoint of the parent. Later
         changes to the parent do not reach this base until it is rebuilt.
     type: str
     aliases: [parent]

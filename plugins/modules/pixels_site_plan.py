@@ -84,9 +84,14 @@ options:
       - Name used for O(sandboxes) in error messages.
     type: str
     default: pixels_sandboxes
+requirements:
+  - pylxd >= 2.4 in the Python that runs ansible-playbook
+notes:
+  - Connection options come from the task, then the E(PIXELS_*) environment variables, then
+    the pixels CLI's C(config.toml), as for the other modules (and C(module_defaults) with
+    C(group/homelab.pixels.pixels)).
 extends_documentation_fragment:
   - homelab.pixels.connection
-  - homelab.pixels.connection.module
   - homelab.pixels.attributes
   - homelab.pixels.attributes.info_module
 seealso:

@@ -4,7 +4,7 @@ and vars files with mistakes refused before anything is created."""
 import pytest
 
 from conftest import IMAGE, in_sandbox, incus_cli, instance_names
-from site_helpers import OFF, failure, instance, ok, site, snapshots, summary
+from site_helpers import OFF, failure, instance, ok, role_tasks, site, snapshots, summary
 
 
 def site_vars(tmp_path, *sandboxes):
@@ -17,7 +17,7 @@ def site_vars(tmp_path, *sandboxes):
 def state(client):
     """What check mode must leave alone: instances, their status, limits and checkpoints."""
     result = {}
-    for name in instance_names(incus):
+    for name in instance_names(client):
         data = instance(name)
         result[name] = (data["status"], data["config"].get("limits.memory"), tuple(snapshots(name)))
     return result
@@ -75,8 +75,9 @@ def test_parallel_sandboxes_all_come_up(ansible, incus, cleanup, tmp_path):
     data = site_vars(tmp_path, *[dict(name=f"bs-p{i}", base="bs-sb", **OFF) for i in range(5)])
     run = ok(site(ansible, tmp_path, data))
     # created side by side: every one was started as an async job
-    jobs = [r for task, _, r in run.results if task.startswith("Wait for the sandboxes")]
-    assert len(jobs) == 5
+    waited = [result for task, host, result in role_tasks(run) if task.startswith("Wait for the sandboxes")]
+    assert len(waited) == 1 and len(waited[0]["results"]) == 5
+    assert all(job["finished"] for job in waited[0]["results"])
     for i in range(5):
         assert instance(f"px-bs-p{i}")["status"] == "Running"
 

@@ -7,8 +7,8 @@ from site_helpers import failure, instance, ok, output, snapshots, verb, write_v
 
 def test_every_verb(ansible, incus, cleanup, tmp_path):
     (tmp_path / "vb.sh").write_text("#!/bin/sh\necho vb > /etc/bs-vb\n")
-    vars_file = write_vars(tmp_path, {"pixels_bases": [{"name": "bs-vb", "image": IMAGE,
-                                                          "script": str(tmp_path / "vb.sh")}]})
+    base = {"name": "bs-vb", "image": IMAGE, "script": str(tmp_path / "vb.sh")}
+    vars_file = write_vars(tmp_path, {"pixels_bases": [base]})
 
     # base_build: a user base declared in a vars file
     ok(verb(ansible, "base_build", "name=bs-vb", vars_file=vars_file))
