@@ -74,10 +74,9 @@ def test_site_from_zero_again_and_check_mode(ansible, incus, cleanup, tmp_path):
 def test_parallel_sandboxes_all_come_up(ansible, incus, cleanup, tmp_path):
     data = site_vars(tmp_path, *[dict(name=f"bs-p{i}", base="bs-sb", **OFF) for i in range(5)])
     run = ok(site(ansible, tmp_path, data))
-    # created side by side: every one was started as an async job
-    waited = [result for task, host, result in role_tasks(run) if task.startswith("Wait for the sandboxes")]
-    assert len(waited) == 1 and len(waited[0]["results"]) == 5
-    assert all(job["finished"] for job in waited[0]["results"])
+    # created side by side: one pixels_sandboxes task for all of them
+    waves = [result for task, host, result in role_tasks(run) if task.startswith("Sandboxes of wave 1")]
+    assert len(waves) == 1 and sorted(r["name"] for r in waves[0]["sandboxes"]) == [f"bs-p{i}" for i in range(5)]
     for i in range(5):
         assert instance(f"px-bs-p{i}")["status"] == "Running"
 
@@ -101,3 +100,28 @@ def test_bad_vars_file_is_refused_naming_the_key(ansible, incus, cleanup, tmp_pa
 def test_sandboxes_not_a_list_is_refused(ansible, incus, cleanup, tmp_path):
     message = failure(site(ansible, tmp_path, {"pixels_sandboxes": {"name": "bs-x"}}))
     assert "pixels_sandboxes" in message and "list" in message
+
+
+def test_pixels_sandboxes_module(ansible, incus, cleanup, tmp_path):
+    """The module behind the parallel creation: check mode, diff, one failure does not stop the others."""
+    entries = [{"name": "bs-m1", "image": IMAGE}, {"name": "bs-m2", "image": IMAGE, "state": "stopped"},
+               {"name": "bs-m3", "base": "bs-never-built"}]
+    before = instance_names(incus)
+    checked = ansible.adhoc("pixels_sandboxes", check=True, diff=True, sandboxes=entries[:2])
+    assert checked["changed"] and instance_names(incus) == before
+    assert [d["before_header"] for d in checked["diff"]] == ["bs-m1", "bs-m2"]
+
+    result = ansible.module("pixels_sandboxes", sandboxes=entries)
+    assert result["failed"] and "bs-m3: base='bs-never-built'" in result["msg"]
+    by_name = {r["name"]: r for r in result["sandboxes"]}
+    assert by_name["bs-m1"]["sandbox"]["status"] == "running" and by_name["bs-m1"]["sandbox"]["ipv4"]
+    assert by_name["bs-m2"]["sandbox"]["status"] == "stopped"
+    assert instance("px-bs-m3") is None
+
+    again = ansible.module("pixels_sandboxes", sandboxes=entries[:2])
+    assert not again.get("failed") and again["changed"] is False
+
+    duplicate = ansible.module("pixels_sandboxes", sandboxes=[entries[0], entries[0]])
+    assert duplicate["failed"] and "bs-m1 appear more than once" in duplicate["msg"]
+    both = ansible.module("pixels_sandboxes", sandboxes=[{"name": "bs-m4", "image": IMAGE, "base": "x"}])
+    assert both["failed"] and "mutually exclusive" in both["msg"]
