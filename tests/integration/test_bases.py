@@ -150,3 +150,15 @@ def test_apt_gives_up_with_a_clear_message(ansible, incus, cleanup, tmp_path):
     assert "python3" in message and "pixels_apt_lock_timeout" in message
     # not checkpointed, so not built: the next run starts it again from scratch
     assert snapshots("px-base-bs-lock2") == []
+
+
+def test_node_base_refuses_a_signing_key_that_is_not_pinned(ansible, incus, cleanup, dev_base, tmp_path):
+    """NodeSource's key is checked before it is trusted; another key (Debian's, served from a file
+    inside the base, since NodeSource is out of reach here) stops the build with a clear message."""
+    data = {"pixels_base_image": IMAGE, "pixels_sandboxes": [dict(name="bs-nodebox", base="node", **OFF)]}
+    extra = {"pixels_node_source": "nodesource",
+             "pixels_nodesource_key_url": "file:///etc/apt/trusted.gpg.d/debian-archive-bookworm-automatic.asc"}
+    message = failure(site(ansible, tmp_path, data, extra=extra))
+    assert "not the pinned 6F71F525282841EEDAF851B42F59B5F99B1BE0B4" in message
+    assert snapshots("px-base-node") == [] and instance("px-bs-nodebox") is None
+    incus_cli("delete", "--force", "px-base-node", check=False)

@@ -8,7 +8,8 @@ from site_helpers import failure, instance, ok, output, snapshots, verb, write_v
 def test_every_verb(ansible, incus, cleanup, tmp_path):
     (tmp_path / "vb.sh").write_text("#!/bin/sh\necho vb > /etc/bs-vb\n")
     base = {"name": "bs-vb", "image": IMAGE, "script": str(tmp_path / "vb.sh")}
-    vars_file = write_vars(tmp_path, {"pixels_bases": [base]})
+    declared = {"name": "bs-v4", "base": "bs-vb", "memory": 640, "provision": False, "devtools": False}
+    vars_file = write_vars(tmp_path, {"pixels_bases": [base], "pixels_sandboxes": [declared]})
 
     # base_build: a user base declared in a vars file
     ok(verb(ansible, "base_build", "name=bs-vb", vars_file=vars_file))
@@ -22,6 +23,11 @@ def test_every_verb(ansible, incus, cleanup, tmp_path):
     ok(verb(ansible, "create", "name=bs-v2", f"image={IMAGE}", "state=stopped", "provision=false", "devtools=false"))
     assert instance("px-bs-v2")["status"] == "Stopped"
     assert "base 'bs-none' is missing" in failure(verb(ansible, "create", "name=bs-v3", "base=bs-none"))
+    # a sandbox declared in the vars file is made as declared, -e options on top
+    ok(verb(ansible, "create", "name=bs-v4", "cpu=1", vars_file=vars_file))
+    assert instance("px-bs-v4")["config"]["limits.memory"] == "640MiB"
+    assert instance("px-bs-v4")["config"]["limits.cpu"] == "1"
+    assert instance("px-bs-v4")["config"]["user.pixels.base"] == "bs-vb"
 
     # list: sandboxes and bases
     listing = "\n".join(ok(verb(ansible, "list")).result("Sandboxes and bases")["msg"])
@@ -58,8 +64,8 @@ def test_every_verb(ansible, incus, cleanup, tmp_path):
     refused = verb(ansible, "destroy", "name=bs-v1")
     assert "-e force=true" in failure(refused) and "Not destroyed" in output(refused)
     assert "px-bs-v1" in instance_names(incus)
-    ok(verb(ansible, "destroy", "name=bs-v1,bs-v2", "force=true"))
-    assert not {"px-bs-v1", "px-bs-v2"} & set(instance_names(incus))
+    ok(verb(ansible, "destroy", "name=bs-v1,bs-v2,bs-v4", "force=true"))
+    assert not {"px-bs-v1", "px-bs-v2", "px-bs-v4"} & set(instance_names(incus))
 
     # verbs without a name say what to give
     assert "-e name=mybox" in failure(verb(ansible, "start"))
