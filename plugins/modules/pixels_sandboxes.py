@@ -73,9 +73,14 @@ options:
       - Seconds to wait for a clean shutdown before a sandbox is stopped by force.
     type: int
     default: 30
+requirements:
+  - pylxd >= 2.4 in the Python that runs the module (in a playbook, ansible-playbook's)
+notes:
+  - Connection options come from the task, then the E(PIXELS_*) environment variables, then
+    the pixels CLI's C(config.toml), as for the other modules (and C(module_defaults) with
+    C(group/homelab.pixels.pixels)).
 extends_documentation_fragment:
   - homelab.pixels.connection
-  - homelab.pixels.connection.module
   - homelab.pixels.attributes
   - homelab.pixels.wait
 attributes:

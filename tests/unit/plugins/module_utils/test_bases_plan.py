@@ -1,5 +1,7 @@
 """The site plan: validation of bases and sandboxes, and the build order (pure logic)."""
 
+import os
+
 import pytest
 import yaml
 
@@ -12,8 +14,7 @@ from ansible_collections.homelab.pixels.plugins.module_utils.bases import (
 )
 from ansible_collections.homelab.pixels.plugins.module_utils.errors import PixelsError
 
-from conftest import ROOT
-
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))))
 BUILTIN = yaml.safe_load(open(f"{ROOT}/roles/site/vars/main.yml"))["pixels_site__builtin_bases"]
 
 
