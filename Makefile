@@ -24,9 +24,10 @@ venv: $(BIN)/ansible-playbook
 host: venv
 	ansible-playbook playbooks/incus_host.yml
 
-# The main job: a ready Incus host, then the example site playbook.
+# The main job: a ready Incus host, then the site playbook on the example homelab.
+SITE_VARS ?= examples/homelab.yml
 site: host
-	ansible-playbook site.yml
+	ansible-playbook site.yml -e @$(SITE_VARS)
 
 unit: venv
 	pytest tests/unit

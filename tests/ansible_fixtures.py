@@ -102,7 +102,9 @@ class AnsibleRunner:
         cmd += ["--check"] if check else []
         cmd += ["--diff"] if diff else []
         cmd += list(args)
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=self.env(env), cwd=ROOT, timeout=1800, check=False)
+        # No terminal on stdin, as in CI: a prompt (pause) must not wait for an answer.
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=self.env(env), cwd=ROOT, timeout=1800,
+                              check=False, stdin=subprocess.DEVNULL)
         return self._parse(proc)
 
     @staticmethod

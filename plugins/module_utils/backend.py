@@ -127,13 +127,17 @@ class Backend(SandboxIO, abc.ABC):
 
     @abc.abstractmethod
     def create_sandbox(self, instance, image, image_server=None, cpu=None, memory=None,
-                       pool=None, description="", start=True):
-        """Create from an image; removes what it made when any step fails."""
+                       pool=None, description="", start=True, metadata=None):
+        """Create from an image; removes what it made when any step fails.
+
+        ``metadata`` adds ``user.*`` configuration keys (such as META_BASE)."""
 
     @abc.abstractmethod
     def clone_sandbox(self, instance, source, label=None, cpu=None, memory=None,
-                      description="", start=True):
-        """Create from a checkpoint of ``source``, or from its current state when label is None."""
+                      description="", start=True, metadata=None):
+        """Create from a checkpoint of ``source``, or from its current state when label is None.
+
+        The clone keeps the source's ``user.*`` keys; ``metadata`` adds or replaces some."""
 
     @abc.abstractmethod
     def start(self, instance):

@@ -227,13 +227,13 @@ class IncusBackend(IncusIO, Backend):
                 "protocol": "simplestreams", "alias": image}
 
     def create_sandbox(self, instance, image, image_server=None, cpu=None, memory=None,
-                       pool=None, description="", start=True):
+                       pool=None, description="", start=True, metadata=None):
         body = {
             "name": instance,
             "type": "container",
             "description": description or "",
             "source": self._image_source(image, image_server),
-            "config": dict(_limits_config(cpu, memory), **{META_IMAGE: image}),
+            "config": dict(_limits_config(cpu, memory), **{META_IMAGE: image}, **(metadata or {})),
         }
         if pool:
             body["devices"] = {"root": {"type": "disk", "path": "/", "pool": pool}}
@@ -249,7 +249,7 @@ class IncusBackend(IncusIO, Backend):
             )
 
     def clone_sandbox(self, instance, source, label=None, cpu=None, memory=None,
-                      description="", start=True):
+                      description="", start=True, metadata=None):
         temporary = None
         if label is None:
             # A snapshot freezes the running source for a consistent copy.
@@ -261,6 +261,7 @@ class IncusBackend(IncusIO, Backend):
                       if not k.startswith("volatile.")}
             config.update(_limits_config(cpu, memory))
             config[META_SOURCE] = sandbox_name(source) + (":" + label if label else "")
+            config.update(metadata or {})
             body = {
                 "name": instance,
                 "type": "container",

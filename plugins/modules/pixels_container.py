@@ -54,8 +54,16 @@ options:
       - Clone instead of creating from an image. V(box) clones the current state of sandbox
         C(box) through a temporary snapshot, removed afterwards; V(box:label) clones its
         checkpoint C(label).
-      - Used only when the sandbox is created. Mutually exclusive with O(image).
+      - Used only when the sandbox is created. Mutually exclusive with O(image) and O(base).
     type: str
+  base:
+    description:
+      - Clone the newest checkpoint (by creation time) of base O(base), the instance
+        C(px-base-<base>) that C(homelab.pixels.base_build) or C(homelab.pixels.site) builds.
+      - The sandbox records the base in C(user.pixels.base).
+      - Used only when the sandbox is created. Mutually exclusive with O(image) and O(source).
+    type: str
+    version_added: 0.2.0
   cpu:
     description:
       - Number of CPUs (C(limits.cpu)), 1 up to the host's count.
@@ -121,6 +129,11 @@ EXAMPLES = r"""
     name: "worker{{ item }}"
     source: mybox:ready
   loop: "{{ range(1, 6) | list }}"
+
+- name: A sandbox from the newest checkpoint of base dev
+  homelab.pixels.pixels_container:
+    name: task1
+    base: dev
 
 - name: Clone the current state of a sandbox
   homelab.pixels.pixels_container:
@@ -215,170 +228,16 @@ sandbox:
       sample: {"user.pixels.image": "debian/12"}
 """
 
-from ansible_collections.homelab.pixels.plugins.module_utils.errors import PixelsError
-from ansible_collections.homelab.pixels.plugins.module_utils.names import instance_name, parse_source
-from ansible_collections.homelab.pixels.plugins.module_utils.pixels_module import WAIT_ARGS, PixelsModule
-
-MIN_MEMORY = 64
-
-
-def check_limits(module, cpu, memory):
-    """Range checks before anything changes; the host's size costs one request."""
-    if cpu is None and memory is None:
-        return
-    if cpu is not None and cpu < 1:
-        raise PixelsError(f"cpu={cpu} is out of range: give at least 1 CPU.")
-    if memory is not None and memory < MIN_MEMORY:
-        raise PixelsError(f"memory={memory} is out of range: give at least {MIN_MEMORY} (MiB).")
-    host_cpu, host_memory = module.backend.host_limits()
-    if cpu is not None and cpu > host_cpu:
-        raise PixelsError(f"cpu={cpu} is out of range: the Incus host has {host_cpu} CPUs.")
-    if memory is not None and memory > host_memory:
-        raise PixelsError(f"memory={memory} is out of range: the Incus host has {host_memory} MiB.")
-
-
-def summary(sandbox):
-    if sandbox is None:
-        return {"state": "absent"}
-    return {"state": sandbox.status, "cpu": sandbox.cpu, "memory": sandbox.memory}
-
-
-def create(module, instance, state, source):
-    params = module.params
-    start = state != "stopped"
-    if source:
-        source_instance, label = source
-        check_limits(module, params["cpu"], params["memory"])
-        if module.check_mode:
-            module.backend.list_checkpoints(source_instance)  # fails clearly when missing
-            if label and label not in [c.label for c in module.backend.list_checkpoints(source_instance)]:
-                raise PixelsError(f"source={params['source']!r}: no checkpoint {label!r}.")
-            return
-        module.backend.clone_sandbox(instance, source_instance, label, cpu=params["cpu"],
-                                     memory=params["memory"], description=params["description"],
-                                     start=start)
-    else:
-        settings = module.settings("image", "image_server", "cpu", "memory", "pool")
-        check_limits(module, settings["cpu"], settings["memory"])
-        if module.check_mode:
-            return
-        module.backend.create_sandbox(instance, settings["image"], settings["image_server"],
-                                      cpu=settings["cpu"], memory=settings["memory"],
-                                      pool=settings["pool"], description=params["description"],
-                                      start=start)
-    if start and params["wait"]:
-        try:
-            module.backend.wait_for_address(instance, params["wait_timeout"])
-        except PixelsError as exc:
-            module.backend.delete(instance)
-            raise PixelsError(f"{exc.message} The new sandbox was removed again.")
-
-
-def reconcile(module, instance, sandbox, state):
-    """Bring an existing sandbox to the wanted limits and state; True when changed."""
-    params = module.params
-    backend = module.backend
-    changes = {}
-    if params["cpu"] is not None and params["cpu"] != sandbox.cpu:
-        changes["cpu"] = params["cpu"]
-    if params["memory"] is not None and params["memory"] != sandbox.memory:
-        changes["memory"] = params["memory"]
-    if changes:
-        check_limits(module, changes.get("cpu"), changes.get("memory"))
-    action = None
-    if state == "started" and not sandbox.running:
-        action = "start"
-    elif state == "stopped" and sandbox.status != "stopped":
-        action = "stop"
-    elif state == "restarted":
-        action = "restart" if sandbox.running else "start"
-    if module.check_mode or not (changes or action):
-        return bool(changes or action)
-    if changes:
-        backend.set_limits(instance, **changes)
-    if action == "start":
-        backend.start(instance)
-    elif action == "stop":
-        backend.stop(instance, params["stop_timeout"])
-    elif action == "restart":
-        backend.restart(instance, params["stop_timeout"])
-    if action in ("start", "restart") and params["wait"]:
-        backend.wait_for_address(instance, params["wait_timeout"])
-    return True
-
-
-def predicted(module, sandbox, state):
-    """What check mode expects the sandbox to look like afterwards."""
-    params = module.params
-    after = summary(sandbox) if sandbox else {"state": "stopped", "cpu": None, "memory": None}
-    if sandbox is None and not params["source"]:
-        defaults = module.settings("cpu", "memory")
-        after.update(cpu=defaults["cpu"], memory=defaults["memory"])
-    for key in ("cpu", "memory"):
-        if params[key] is not None:
-            after[key] = params[key]
-    if state in ("started", "restarted") or (state == "present" and sandbox is None):
-        after["state"] = "running"
-    elif state == "stopped":
-        after["state"] = "stopped"
-    return after
+from ansible_collections.homelab.pixels.plugins.module_utils.container import ARGUMENT_SPEC, MUTUALLY_EXCLUSIVE, ensure
+from ansible_collections.homelab.pixels.plugins.module_utils.pixels_module import PixelsModule
 
 
 def main_logic(module):
-    params = module.params
-    state = params["state"]
-    instance = instance_name(params["name"])
-    source = parse_source(params["source"]) if params["source"] else None
-    if source and source[0] == instance:
-        raise PixelsError(f"source={params['source']!r} is the sandbox itself: clone from another sandbox.")
-    if params["wait_timeout"] < 1 or params["stop_timeout"] < 0:
-        raise PixelsError("wait_timeout must be at least 1 and stop_timeout at least 0 (seconds).")
-
-    backend = module.backend
-    sandbox = backend.get_sandbox(instance)
-    before = summary(sandbox)
-
-    if state == "absent":
-        if sandbox is not None and not module.check_mode:
-            backend.delete(instance)
-        module.exit_json(changed=sandbox is not None, sandbox={},
-                         diff={"before": before, "after": {"state": "absent"}})
-
-    if sandbox is None:
-        create(module, instance, state, source)
-        changed = True
-    else:
-        changed = reconcile(module, instance, sandbox, state)
-
-    if module.check_mode:
-        after = predicted(module, sandbox, state)
-        result = sandbox.as_dict() if sandbox else {"name": params["name"], "instance": instance}
-    else:
-        current = backend.get_sandbox(instance)
-        after = summary(current)
-        result = current.as_dict() if current else {}
-    module.exit_json(changed=changed, sandbox=result, diff={"before": before, "after": after})
+    module.exit_json(**ensure(module))
 
 
 def main():
-    module = PixelsModule(
-        argument_spec=dict(
-            name=dict(type="str", required=True),
-            state=dict(type="str", default="started",
-                       choices=["present", "started", "stopped", "restarted", "absent"]),
-            image=dict(type="str"),
-            image_server=dict(type="str"),
-            source=dict(type="str"),
-            cpu=dict(type="int"),
-            memory=dict(type="int"),
-            pool=dict(type="str"),
-            description=dict(type="str", default=""),
-            **WAIT_ARGS,
-            stop_timeout=dict(type="int", default=30),
-        ),
-        mutually_exclusive=[("image", "source")],
-        supports_check_mode=True,
-    )
+    module = PixelsModule(argument_spec=ARGUMENT_SPEC, mutually_exclusive=MUTUALLY_EXCLUSIVE, supports_check_mode=True)
     module.run(main_logic)
 
 

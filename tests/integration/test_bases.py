@@ -1,0 +1,164 @@
+"""Bases on the real Incus: `from` chains built in order, cycles refused before anything exists,
+the built-in dev base (built once per session), rebuilds that do not reach children, apt locks."""
+
+import time
+
+import pytest
+
+from conftest import IMAGE, in_sandbox, incus_cli, instance_names
+from site_helpers import OFF, ROLE, failure, instance, ok, role_tasks, site, snapshots, verb, write_vars
+
+
+def config(name, key):
+    return (instance(name) or {}).get("config", {}).get(key)
+
+
+@pytest.fixture(scope="session")
+def dev_base(incus, ansible):
+    """The built-in base dev, built once for the session from the local image."""
+    run = verb(ansible, "base_build", "name=dev", f"pixels_base_image={IMAGE}")
+    ok(run)
+    yield "dev"
+    incus_cli("delete", "--force", "px-base-dev", check=False)
+
+
+def test_two_level_chain_builds_parents_first(ansible, incus, cleanup, tmp_path):
+    (tmp_path / "l1.sh").write_text("#!/bin/sh\nset -e\necho l1 > /etc/bs-l1\n")
+    (tmp_path / "l2.yml").write_text(
+        "- name: The parent's setup is already there\n"
+        "  ansible.builtin.command: cat /etc/bs-l1\n"
+        "  changed_when: false\n"
+        "- name: Mark\n"
+        "  ansible.builtin.copy: {dest: /etc/bs-l2, content: \"l2\\n\", mode: '0644'}\n")
+    data = {
+        # the child first: the order must come from `from`, not from the list
+        "pixels_bases": [{"name": "bs-l2", "from": "bs-l1", "setup": str(tmp_path / "l2.yml")},
+                         {"name": "bs-l1", "image": IMAGE, "script": str(tmp_path / "l1.sh")}],
+        "pixels_sandboxes": [dict(name="bs-chain", base="bs-l2", **OFF)],
+    }
+    run = ok(site(ansible, tmp_path, data))
+    built = [host for task, host, result in role_tasks(run) if task.startswith("Container of base") and result.get("changed")]
+    assert built == ["px-base-bs-l1", "px-base-bs-l2"]
+    assert in_sandbox("px-bs-chain", "cat /etc/bs-l1 /etc/bs-l2").split() == ["l1", "l2"]
+    assert config("px-bs-chain", "user.pixels.base") == "bs-l2"
+    assert config("px-base-bs-l2", "user.pixels.base.parent") == "bs-l1"
+    for base in ("px-base-bs-l1", "px-base-bs-l2"):
+        assert len(snapshots(base)) == 1, base
+        assert instance(base)["status"] == "Stopped"
+    l2_before = snapshots("px-base-bs-l2")
+    assert config("px-bs-chain", "user.pixels.source") == "base-bs-l2:" + l2_before[0][0]
+
+    # Nothing to do the second time: no rebuild, no change.
+    again = ok(site(ansible, tmp_path, data))
+    assert again.changed == 0
+    assert snapshots("px-base-bs-l2") == l2_before
+
+    # Rebuilding the parent does not flow into the child or into existing sandboxes.
+    l1_created = instance("px-base-bs-l1")["created_at"]
+    vars_file = write_vars(tmp_path, data)
+    ok(verb(ansible, "base_build", "name=bs-l1", "rebuild=true", vars_file=vars_file))
+    assert instance("px-base-bs-l1")["created_at"] != l1_created
+    assert len(snapshots("px-base-bs-l1")) == 1
+    assert snapshots("px-base-bs-l2") == l2_before
+    assert in_sandbox("px-bs-chain", "cat /etc/bs-l2").strip() == "l2"
+
+    # A new sandbox from the rebuilt base clones its new (newest) checkpoint.
+    ok(verb(ansible, "create", "name=bs-chain2", "base=bs-l1", "provision=false", "devtools=false"))
+    assert config("px-bs-chain2", "user.pixels.source") == "base-bs-l1:" + snapshots("px-base-bs-l1")[0][0]
+
+
+def test_newest_checkpoint_of_a_base_is_cloned(ansible, incus, cleanup, tmp_path):
+    data = {"pixels_bases": [{"name": "bs-nw", "image": IMAGE}], "pixels_sandboxes": []}
+    ok(site(ansible, tmp_path, data))
+    incus_cli("start", "px-base-bs-nw")
+    in_sandbox("px-base-bs-nw", "echo newer > /etc/bs-nw")
+    time.sleep(1.1)  # labels and creation times one second apart
+    ok(verb(ansible, "checkpoint", "name=base-bs-nw", "label=zz-newer"))
+    incus_cli("stop", "--force", "px-base-bs-nw")
+    ok(verb(ansible, "create", "name=bs-nwbox", "base=bs-nw", "provision=false", "devtools=false"))
+    assert in_sandbox("px-bs-nwbox", "cat /etc/bs-nw").strip() == "newer"
+
+
+def test_cycle_is_refused_before_any_container(ansible, incus, cleanup, tmp_path):
+    before = instance_names(incus)
+    data = {"pixels_bases": [{"name": "bs-cy1", "from": "bs-cy2"}, {"name": "bs-cy2", "from": "bs-cy3"},
+                             {"name": "bs-cy3", "from": "bs-cy1"}, {"name": "bs-fine", "image": IMAGE}],
+            "pixels_sandboxes": [dict(name="bs-cybox", base="bs-cy1", **OFF)]}
+    message = failure(site(ansible, tmp_path, data))
+    assert "cycle" in message and "bs-cy1 -> bs-cy2 -> bs-cy3 -> bs-cy1" in message
+    assert instance_names(incus) == before
+
+
+@pytest.mark.parametrize("base, expected", [
+    ({"name": "bs-both", "image": IMAGE, "from": "dev"}, "pixels_bases[0] (bs-both): set either image or from, not both"),
+    ({"name": "bs-orphan", "from": "bs-nothing"}, "pixels_bases[0] (bs-orphan): from: 'bs-nothing' is not a declared base"),
+])
+def test_bad_bases_are_refused_before_any_container(ansible, incus, cleanup, tmp_path, base, expected):
+    before = instance_names(incus)
+    assert expected in failure(site(ansible, tmp_path, {"pixels_bases": [base]}))
+    assert instance_names(incus) == before
+
+
+def test_sandbox_from_an_unbuilt_base_is_a_clear_error(ansible, incus, cleanup):
+    result = ansible.module("pixels_container", name="bs-nobase", base="bs-never")
+    assert result.get("failed") and "not built" in result["msg"] and "base_build -e name=bs-never" in result["msg"]
+    assert "px-bs-nobase" not in instance_names(incus)
+
+
+def test_builtin_dev_base_has_the_tools(ansible, incus, cleanup, dev_base):
+    ok(verb(ansible, "create", "name=bs-devbox", f"base={dev_base}", "provision=false", "devtools=false"))
+    versions = in_sandbox("px-bs-devbox", "git --version && jq --version && gcc --version | head -1 && "
+                                          "make --version | head -1 && curl --version | head -1 && "
+                                          "wget --version | head -1 && vim --version | head -1")
+    for tool in ("git version", "jq-", "gcc", "GNU Make", "curl", "GNU Wget", "VIM"):
+        assert tool in versions
+    assert config("px-bs-devbox", "user.pixels.base") == "dev"
+
+
+HOLD_LOCK = """\
+- name: Hold dpkg's lock for {seconds} s, as unattended-upgrades would
+  ansible.builtin.shell: >-
+    nohup python3 -c 'import fcntl, time; f = open("/var/lib/dpkg/lock-frontend", "w");
+    fcntl.lockf(f, fcntl.LOCK_EX); open("/run/bs-locked", "w").close(); time.sleep({seconds})'
+    >/dev/null 2>&1 &
+- name: Wait until it holds it
+  ansible.builtin.wait_for: {{path: /run/bs-locked, timeout: 30}}
+- name: Install with the lock taken
+  ansible.builtin.include_role: {{name: homelab.pixels.site, tasks_from: apt}}
+  vars:
+    pixels_apt_packages: [hello]
+    pixels_apt_lock_timeout: {timeout}
+    pixels_apt_retries: {retries}
+    pixels_apt_retry_delay: 1
+"""
+
+
+def test_apt_waits_for_a_held_lock(ansible, incus, cleanup, tmp_path):
+    (tmp_path / "hold.yml").write_text(HOLD_LOCK.format(seconds=8, timeout=120, retries=1))
+    data = {"pixels_bases": [{"name": "bs-lock", "image": IMAGE, "setup": str(tmp_path / "hold.yml")}]}
+    run = ok(site(ansible, tmp_path, data))
+    apt = run.result(ROLE + "apt-get install hello", host="px-base-bs-lock")
+    assert "lock" in apt["stdout"] + apt["stderr"]  # apt said it waited
+    assert len(snapshots("px-base-bs-lock")) == 1
+
+
+def test_apt_gives_up_with_a_clear_message(ansible, incus, cleanup, tmp_path):
+    (tmp_path / "hold.yml").write_text(HOLD_LOCK.format(seconds=300, timeout=1, retries=1))
+    data = {"pixels_bases": [{"name": "bs-lock2", "image": IMAGE, "setup": str(tmp_path / "hold.yml")}]}
+    message = failure(site(ansible, tmp_path, data))
+    assert "apt-get could not install hello in px-base-bs-lock2 after 2 attempts" in message
+    assert "python3" in message and "pixels_apt_lock_timeout" in message
+    # not checkpointed, so not built: the next run starts it again from scratch
+    assert snapshots("px-base-bs-lock2") == []
+
+
+def test_node_base_refuses_a_signing_key_that_is_not_pinned(ansible, incus, cleanup, dev_base, tmp_path):
+    """NodeSource's key is checked before it is trusted; another key (Debian's, served from a file
+    inside the base, since NodeSource is out of reach here) stops the build with a clear message."""
+    data = {"pixels_base_image": IMAGE, "pixels_sandboxes": [dict(name="bs-nodebox", base="node", **OFF)]}
+    extra = {"pixels_node_source": "nodesource",
+             "pixels_nodesource_key_url": "file:///etc/apt/trusted.gpg.d/debian-archive-bookworm-automatic.asc"}
+    message = failure(site(ansible, tmp_path, data, extra=extra))
+    assert "not the pinned 6F71F525282841EEDAF851B42F59B5F99B1BE0B4" in message
+    assert snapshots("px-base-node") == [] and instance("px-bs-nodebox") is None
+    incus_cli("delete", "--force", "px-base-node", check=False)

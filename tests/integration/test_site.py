@@ -1,0 +1,127 @@
+"""site.yml on the real Incus: from zero, again with changed=0, check mode, absent sandboxes,
+and vars files with mistakes refused before anything is created."""
+
+import pytest
+
+from conftest import IMAGE, in_sandbox, incus_cli, instance_names
+from site_helpers import OFF, failure, instance, ok, role_tasks, site, snapshots, summary
+
+
+def site_vars(tmp_path, *sandboxes):
+    (tmp_path / "sb.sh").write_text("#!/bin/sh\necho sb > /etc/bs-sb\n")
+    return {"pixels_base_image": IMAGE,
+            "pixels_bases": [{"name": "bs-sb", "image": IMAGE, "script": str(tmp_path / "sb.sh")}],
+            "pixels_sandboxes": list(sandboxes)}
+
+
+def state(client):
+    """What check mode must leave alone: instances, their status, limits and checkpoints."""
+    result = {}
+    for name in instance_names(client):
+        data = instance(name)
+        result[name] = (data["status"], data["config"].get("limits.memory"), tuple(snapshots(name)))
+    return result
+
+
+def test_site_from_zero_again_and_check_mode(ansible, incus, cleanup, tmp_path):
+    boxes = [dict(name="bs-s1", base="bs-sb", cpu=1, memory=512, **OFF),
+             dict(name="bs-s2", base="bs-sb", **OFF),
+             dict(name="bs-s3", image=IMAGE, state="stopped", **OFF),
+             dict(name="bs-s4", source="bs-s1", **OFF)]  # a clone of a sandbox made in the same run
+    data = site_vars(tmp_path, *boxes)
+
+    run = ok(site(ansible, tmp_path, data))
+    assert in_sandbox("px-bs-s2", "cat /etc/bs-sb").strip() == "sb"
+    assert instance("px-bs-s1")["config"]["limits.memory"] == "512MiB"
+    assert instance("px-bs-s3")["status"] == "Stopped"
+    assert instance("px-bs-s4")["config"]["user.pixels.source"] == "bs-s1"
+    lines = summary(run)
+    assert lines[0].split() == ["NAME", "STATUS", "IPV4", "BASE", "EGRESS"]
+    rows = {line.split()[0]: line.split() for line in lines[1:] if not line.startswith("bases built")}
+    assert rows["bs-s1"][1] == "running" and rows["bs-s1"][2].count(".") == 3 and rows["bs-s1"][3] == "bs-sb"
+    assert rows["bs-s3"][1] == "stopped" and rows["bs-s3"][3] == "-"
+    assert rows["bs-s4"][3] == "bs-sb"  # the clone of a clone keeps the base
+    assert "bases built in this run: bs-sb" in lines
+
+    again = ok(site(ansible, tmp_path, data))
+    assert again.changed == 0, [(t, h) for t, h, r in again.results if r.get("changed")]
+
+    before = state(incus)
+    checked = ok(site(ansible, tmp_path, data, check=True))
+    assert checked.changed == 0
+    assert state(incus) == before
+
+    # Changes, first in check mode: they are reported and not made.
+    incus_cli("snapshot", "create", "px-bs-s2", "kept")
+    changed = site_vars(tmp_path, dict(boxes[0], memory=768), dict(boxes[1], state="absent"), boxes[2], boxes[3],
+                        dict(name="bs-s5", base="bs-sb", **OFF))
+    before = state(incus)
+    preview = ok(site(ansible, tmp_path, changed, check=True))
+    assert preview.changed > 0
+    assert state(incus) == before
+    rows = {line.split()[0]: line for line in summary(preview)[1:]}
+    assert "absent" in rows["bs-s2"]
+
+    ok(site(ansible, tmp_path, changed))
+    assert instance("px-bs-s2") is None and snapshots("px-bs-s2") == []
+    pool = incus_cli("profile", "device", "get", "default", "root", "pool").stdout.strip()
+    volumes = incus_cli("storage", "volume", "list", pool, "-f", "csv", "-c", "n").stdout
+    assert "px-bs-s2" not in volumes  # its checkpoints went with it
+    assert instance("px-bs-s5")["status"] == "Running"
+    assert instance("px-bs-s1")["config"]["limits.memory"] == "768MiB"
+
+
+def test_parallel_sandboxes_all_come_up(ansible, incus, cleanup, tmp_path):
+    data = site_vars(tmp_path, *[dict(name=f"bs-p{i}", base="bs-sb", **OFF) for i in range(5)])
+    run = ok(site(ansible, tmp_path, data))
+    # created side by side: one pixels_sandboxes task for all of them
+    waves = [result for task, host, result in role_tasks(run) if task.startswith("Sandboxes of wave 1")]
+    assert len(waves) == 1 and sorted(r["name"] for r in waves[0]["sandboxes"]) == [f"bs-p{i}" for i in range(5)]
+    for i in range(5):
+        assert instance(f"px-bs-p{i}")["status"] == "Running"
+
+
+@pytest.mark.parametrize("sandbox, expected", [
+    ({"name": "bs-bad1", "cpus": 2}, "pixels_sandboxes[0] (bs-bad1): unknown key 'cpus'"),
+    ({"name": "bs-bad2", "memory": "lots"}, "pixels_sandboxes[0] (bs-bad2).memory must be an integer"),
+    ({"name": "bs-bad3", "base": "bs-nope"}, "pixels_sandboxes[0] (bs-bad3).base: base 'bs-nope' is missing"),
+    ({"name": "bs-bad4", "egress": {"mode": "open"}}, "pixels_sandboxes[0] (bs-bad4).egress.mode: 'open'"),
+    ({"name": "bs-bad5", "provision": {"ssh_key": "x"}}, "pixels_sandboxes[0] (bs-bad5).provision: unknown key 'ssh_key'"),
+])
+def test_bad_vars_file_is_refused_naming_the_key(ansible, incus, cleanup, tmp_path, sandbox, expected):
+    before = instance_names(incus)
+    # a good sandbox next to the bad one: nothing at all is created
+    data = {"pixels_bases": [{"name": "bs-unused", "image": IMAGE}],
+            "pixels_sandboxes": [sandbox, dict(name="bs-good", image=IMAGE, **OFF)]}
+    assert expected in failure(site(ansible, tmp_path, data))
+    assert instance_names(incus) == before
+
+
+def test_sandboxes_not_a_list_is_refused(ansible, incus, cleanup, tmp_path):
+    message = failure(site(ansible, tmp_path, {"pixels_sandboxes": {"name": "bs-x"}}))
+    assert "pixels_sandboxes" in message and "list" in message
+
+
+def test_pixels_sandboxes_module(ansible, incus, cleanup, tmp_path):
+    """The module behind the parallel creation: check mode, diff, one failure does not stop the others."""
+    entries = [{"name": "bs-m1", "image": IMAGE}, {"name": "bs-m2", "image": IMAGE, "state": "stopped"},
+               {"name": "bs-m3", "base": "bs-never-built"}]
+    before = instance_names(incus)
+    checked = ansible.adhoc("pixels_sandboxes", check=True, diff=True, sandboxes=entries[:2])
+    assert checked["changed"] and instance_names(incus) == before
+    assert [d["before_header"] for d in checked["diff"]] == ["bs-m1", "bs-m2"]
+
+    result = ansible.module("pixels_sandboxes", sandboxes=entries)
+    assert result["failed"] and "bs-m3: base='bs-never-built'" in result["msg"]
+    by_name = {r["name"]: r for r in result["sandboxes"]}
+    assert by_name["bs-m1"]["sandbox"]["status"] == "running" and by_name["bs-m1"]["sandbox"]["ipv4"]
+    assert by_name["bs-m2"]["sandbox"]["status"] == "stopped"
+    assert instance("px-bs-m3") is None
+
+    again = ansible.module("pixels_sandboxes", sandboxes=entries[:2])
+    assert not again.get("failed") and again["changed"] is False
+
+    duplicate = ansible.module("pixels_sandboxes", sandboxes=[entries[0], entries[0]])
+    assert duplicate["failed"] and "bs-m1 appear more than once" in duplicate["msg"]
+    both = ansible.module("pixels_sandboxes", sandboxes=[{"name": "bs-m4", "image": IMAGE, "base": "x"}])
+    assert both["failed"] and "mutually exclusive" in both["msg"]
