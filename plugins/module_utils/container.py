@@ -13,6 +13,7 @@ import concurrent.futures
 
 from ansible_collections.homelab.pixels.plugins.module_utils.backend import META_BASE
 from ansible_collections.homelab.pixels.plugins.module_utils.bases import newest_checkpoint
+from ansible_collections.homelab.pixels.plugins.module_utils.egress_apply import release_host_layer
 from ansible_collections.homelab.pixels.plugins.module_utils.errors import PixelsError
 from ansible_collections.homelab.pixels.plugins.module_utils.names import instance_name, parse_source
 from ansible_collections.homelab.pixels.plugins.module_utils.pixels_module import WAIT_ARGS
@@ -161,6 +162,7 @@ def ensure(module):
 
     if state == "absent":
         if sandbox is not None and not module.check_mode:
+            release_host_layer(backend, instance, sandbox)
             backend.delete(instance)
         return dict(changed=sandbox is not None, sandbox={},
                     diff={"before": before, "after": {"state": "absent"}})

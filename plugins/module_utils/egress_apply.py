@@ -54,6 +54,23 @@ def _is_local(backend):
     return bool(getattr(backend, "_socket_path", None))
 
 
+def release_host_layer(backend, instance, sandbox):
+    """Drop the host rules of a sandbox that is being deleted. They are keyed by its addresses,
+    which DHCP hands to the next sandbox: that one must not inherit them. True when removed."""
+    recorded = (sandbox.metadata.get(egress_host.META_HOST) or "").split()
+    if len(recorded) < 3 or recorded[0] != "nftables" or not _is_local(backend) \
+            or egress_host.nft_available() is not None:
+        return False
+    table = recorded[2]
+    current = egress_host.read_host_table(table)
+    if egress_host.chain_name(instance, backend.project) not in current["chains"]:
+        return False
+    egress_host.apply_host_rules(table, egress_host.render_host_rules(
+        table, instance, [], [], None, current, backend.project))
+    egress_host.drop_empty_table(table)
+    return True
+
+
 def host_layer(backend, instance, sandbox, view, choice, table, check_mode):
     """Bring the host layer in line with ``view`` (None: remove it). (layer, changed, reason)."""
     recorded = (sandbox.metadata.get(egress_host.META_HOST) or "").split()

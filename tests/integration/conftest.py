@@ -4,12 +4,14 @@ Every instance the tests make lives in that project and is deleted afterwards,
 even when a test fails; the project itself is deleted at the end of the session.
 """
 
+import json
 import os
 import subprocess
 
 import pylxd
 import pytest
 
+from ansible_collections.homelab.pixels.plugins.module_utils.egress_host import chain_prefix
 from tls_fixtures import fingerprint, make_cert, tls_stand_in
 
 
@@ -49,6 +51,18 @@ def delete_instances(client, keep=()):
                        capture_output=True, timeout=300, check=False)
 
 
+def drop_host_egress_rules(table="pixels_egress"):
+    """The host nftables table pixels_egress makes, when only this project's sandboxes are in it
+    (sandboxes deleted with the incus CLI leave their host rules behind)."""
+    listed = subprocess.run(["nft", "-j", "list", "table", "inet", table], capture_output=True, text=True, check=False)
+    if listed.returncode:
+        return
+    ours = chain_prefix(PROJECT)
+    chains = [item["chain"]["name"] for item in json.loads(listed.stdout)["nftables"] if "chain" in item]
+    if all(name.startswith(ours) for name in chains if name.startswith("sb_")):
+        subprocess.run(["nft", "delete", "table", "inet", table], check=False)
+
+
 @pytest.fixture(scope="session")
 def incus_admin():
     """pylxd client on the default project (to create and delete the test project)."""
@@ -80,6 +94,7 @@ def incus(incus_admin, tmp_path_factory):
     os.environ.clear()
     os.environ.update(saved)
     delete_instances(client)
+    drop_host_egress_rules()
     try:
         incus_admin.projects.get(PROJECT).delete()
     except Exception as exc:  # reported, not fatal: the next run reuses it

@@ -414,6 +414,19 @@ def test_host_layer_holds_when_root_flushes_the_sandbox_rules(ansible, box, worl
     assert reaches(box, world["far"])
 
 
+def test_destroy_takes_the_host_rules_along(ansible, world):
+    """DHCP hands a deleted sandbox's address to the next one: its host rules must go with it."""
+    ok(ansible.module("pixels_container", name="eg-gone"))
+    in_sandbox("px-eg-gone", "id pixel >/dev/null 2>&1 || useradd -m -u 1000 -s /bin/bash pixel")
+    ok(egress(ansible, name="eg-gone", mode="allowlist", domains=["10.9.0.0/16"]))
+    chain = f"sb_{PROJECT.replace('-', '_')}__px_eg_gone"
+    listed = subprocess.run(["nft", "list", "table", "inet", HOST_TABLE], capture_output=True, text=True, check=False)
+    assert chain in listed.stdout
+    ok(ansible.module("pixels_container", name="eg-gone", state="absent"))
+    listed = subprocess.run(["nft", "list", "table", "inet", HOST_TABLE], capture_output=True, text=True, check=False)
+    assert chain not in listed.stdout
+
+
 def test_ipv6_is_filtered_like_ipv4(ansible, world):
     """A sandbox on the second bridge, which has IPv6: the helper over IPv6 is refused unless allowed."""
     ok(ansible.module("pixels_container", name="eg-six", state="stopped"))

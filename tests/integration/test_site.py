@@ -1,6 +1,8 @@
 """site.yml on the real Incus: from zero, again with changed=0, check mode, absent sandboxes,
 and vars files with mistakes refused before anything is created."""
 
+import subprocess
+
 import pytest
 
 from conftest import IMAGE, in_sandbox, incus_cli, instance_names
@@ -125,3 +127,33 @@ def test_pixels_sandboxes_module(ansible, incus, cleanup, tmp_path):
     assert duplicate["failed"] and "bs-m1 appear more than once" in duplicate["msg"]
     both = ansible.module("pixels_sandboxes", sandboxes=[{"name": "bs-m4", "image": IMAGE, "base": "x"}])
     assert both["failed"] and "mutually exclusive" in both["msg"]
+
+
+def test_site_provisions_restricts_and_opens_a_console(ansible, incus, cleanup, tmp_path):
+    """The whole chain for one sandbox: egress first (fail closed), then provisioning, sessions and
+    the SSH console; `ssh px-NAME.exec` works as pixel, sudo stays restricted; a second run changes nothing."""
+    key = tmp_path / "id_ed25519"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    box = {"name": "bs-full", "image": IMAGE, "devtools": False,
+           "provision": {"ssh_keys": [(tmp_path / "id_ed25519.pub").read_text().strip()],
+                         "env": {"BS_PLAIN": "plain"}},
+           "egress": {"mode": "allowlist", "allow": ["10.9.0.0/16"]}}
+    data = {"pixels_sandboxes": [box]}
+    extra = {"pixels_console_dir": str(tmp_path / "pixels"), "pixels_console_ssh_config": str(tmp_path / "config"),
+             "pixels_console_identity_file": str(key)}
+
+    run = ok(site(ansible, tmp_path, data, extra=extra))
+    rows = {line.split()[0]: line.split() for line in summary(run)[1:]}
+    assert rows["bs-full"][4] == "allowlist"
+
+    def ssh(*command):
+        return subprocess.run(["ssh", "-F", str(tmp_path / "config"), "px-bs-full.exec", *command],
+                              capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL, check=False)
+
+    login = ssh("id -un; echo $BS_PLAIN; cat /etc/pixels/egress/mode")
+    assert login.returncode == 0 and login.stdout.split() == ["pixel", "plain", "allowlist"], login.stderr
+    assert ssh("sudo", "-n", "true").returncode != 0  # the egress policy owns sudo, provisioning left it alone
+    assert "pixels-session" in in_sandbox("px-bs-full", "ls /usr/local/bin")
+
+    again = ok(site(ansible, tmp_path, data, extra=extra))
+    assert again.changed == 0, [(task, host) for task, host, result in again.results if result.get("changed")]

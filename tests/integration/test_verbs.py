@@ -51,13 +51,23 @@ def test_every_verb(ansible, incus, cleanup, tmp_path):
     ok(verb(ansible, "checkpoint", "name=bs-v1", "label=ready", "state=absent"))
     assert snapshots("px-bs-v1") == []
 
-    # network: shows the policy (setting one needs homelab.pixels.pixels_egress)
+    # network: shows the policy in force, sets a mode with a domain list, and back
     shown = ok(verb(ansible, "network", "name=bs-v1")).result("Egress")["msg"]
-    assert shown == "bs-v1: egress unrestricted (no policy)"
+    assert shown["mode"] == "unrestricted" and shown["enforced"]
+    shown = ok(verb(ansible, "network", "name=bs-v1", "mode=allowlist", "allow=bs-v2.incus,10.9.0.0/16")).result("Egress")["msg"]
+    assert shown["mode"] == "allowlist" and shown["enforced"] and shown["cidrs"] == ["10.9.0.0/16"], shown
+    assert in_sandbox("px-bs-v1", "cat /etc/pixels/egress/mode").strip() == "allowlist"
+    assert instance("px-bs-v1")["config"]["user.pixels.egress"] == "allowlist"
+    shown = ok(verb(ansible, "network", "name=bs-v1", "mode=unrestricted")).result("Egress")["msg"]
+    assert shown["mode"] == "unrestricted"
+    assert "mode=open is not an egress mode" in failure(verb(ansible, "network", "name=bs-v1", "mode=open"))
+    assert instance("px-bs-v1")["status"] == "Running"
 
-    # status
-    status = ok(verb(ansible, "status", "name=bs-v1", "devtools=false")).result("Sandbox")["msg"]
+    # status, with the dev tools' status read inside the sandbox (none installed here)
+    run = ok(verb(ansible, "status", "name=bs-v1"))
+    status = run.result("Sandbox")["msg"]
     assert status["status"] == "running" and status["base"] == "bs-vb" and status["ipv4"]
+    assert run.result("homelab.pixels.site : Dev tools", host="bs-v1")["pixels_site__devtools"]["state"] == "absent"
     assert "There is no sandbox bs-gone" in failure(verb(ansible, "status", "name=bs-gone"))
 
     # destroy: refused without a terminal to confirm and without force; then forced
