@@ -103,6 +103,22 @@ def _label(kind, index, entry):
     return f"{kind}[{index}]" + (f" ({name})" if isinstance(name, str) else "")
 
 
+def _valid_entries(entries, var, keys, kind, errors):
+    """(where, name, entry) of each entry with known keys, a valid name and no earlier twin;
+    the others are reported in ``errors``."""
+    seen = set()
+    for index, entry in enumerate(entries):
+        where = _label(var, index, entry)
+        if not _check_keys(entry, keys, where, errors) or not _check_name(entry.get("name"), where, errors, kind):
+            continue
+        name = entry["name"]
+        if name in seen:
+            errors.append(f"{where}: {kind} {name!r} is declared twice in {var}.")
+            continue
+        seen.add(name)
+        yield where, name, entry
+
+
 def _check_name(name, where, errors, kind):
     if not isinstance(name, str) or not name:
         errors.append(f"{where}.name is required: give the {kind} a name such as 'dev'.")
@@ -160,16 +176,7 @@ def plan(bases, sandboxes, builtin_bases=(), existing=None, base_image=None, dir
             item["image"] = base_image
         catalog[item["name"]] = dict(item, builtin=True, where=f"built-in base {item['name']}")
     declared = []
-    for index, entry in enumerate(bases):
-        where = _label(bases_var, index, entry)
-        if not _check_keys(entry, BASE_KEYS, where, errors):
-            continue
-        if not _check_name(entry.get("name"), where, errors, "base"):
-            continue
-        name = entry["name"]
-        if name in declared:
-            errors.append(f"{where}: base {name!r} is declared twice in {bases_var}.")
-            continue
+    for where, name, entry in _valid_entries(bases, bases_var, BASE_KEYS, "base", errors):
         declared.append(name)
         if entry.get("image") and entry.get("from"):
             errors.append(f"{where}: set either image or from, not both (from: {entry['from']!r}, image: {entry['image']!r}).")
@@ -205,16 +212,7 @@ def plan(bases, sandboxes, builtin_bases=(), existing=None, base_image=None, dir
 
     names = []
     used = []
-    for index, entry in enumerate(sandboxes):
-        where = _label(sandboxes_var, index, entry)
-        if not _check_keys(entry, SANDBOX_KEYS, where, errors):
-            continue
-        if not _check_name(entry.get("name"), where, errors, "sandbox"):
-            continue
-        name = entry["name"]
-        if name in names:
-            errors.append(f"{where}: sandbox {name!r} is declared twice in {sandboxes_var}.")
-            continue
+    for where, name, entry in _valid_entries(sandboxes, sandboxes_var, SANDBOX_KEYS, "sandbox", errors):
         names.append(name)
         if name.startswith(BASE_PREFIX):
             errors.append(f"{where}.name: names starting with '{BASE_PREFIX}' are kept for bases (px-base-<base>): rename {name!r}.")

@@ -11,7 +11,6 @@ import subprocess
 import pylxd
 import pytest
 
-from ansible_collections.homelab.pixels.plugins.module_utils.egress_host import chain_prefix
 from tls_fixtures import fingerprint, make_cert, tls_stand_in
 
 
@@ -54,6 +53,10 @@ def delete_instances(client, keep=()):
 def drop_host_egress_rules(table="pixels_egress"):
     """The host nftables table pixels_egress makes, when only this project's sandboxes are in it
     (sandboxes deleted with the incus CLI leave their host rules behind)."""
+    # Imported here: importing the collection while conftest loads, before Ansible's collection
+    # finder is set up, breaks the collection's metadata for every later import.
+    from ansible_collections.homelab.pixels.plugins.module_utils.egress_host import chain_prefix
+
     listed = subprocess.run(["nft", "-j", "list", "table", "inet", table], capture_output=True, text=True, check=False)
     if listed.returncode:
         return
