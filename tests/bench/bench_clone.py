@@ -5,16 +5,15 @@ the same run, on the same pool, alternating so that neither gets a warmer cache.
 at most 1.3x raw. Prints the figures; exits 1 with --strict when a target is missed.
 """
 
-import argparse
 import os
 import statistics
-import subprocess
 import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 from conftest import COLLECTIONS_ROOT  # noqa: E402  (makes ansible_collections.homelab.pixels importable)
+from benchlib import IMAGE, SOCKET, arguments, create_project, delete_instances, drop_project, figure  # noqa: E402
 
 import pylxd  # noqa: E402
 
@@ -22,9 +21,7 @@ from ansible_collections.homelab.pixels.plugins.module_utils.incus import IncusB
 
 assert COLLECTIONS_ROOT in sys.path
 
-SOCKET = os.environ.get("PIXELS_TEST_SOCKET", "/var/lib/incus/unix.socket")
 PROJECT = "pixels-bench"
-IMAGE = os.environ.get("PIXELS_TEST_IMAGE", "debian/12")
 SOURCE = "px-bench-src"
 
 
@@ -49,19 +46,15 @@ def ours_clone(backend, name):
     assert backend.run(name, ["true"]) == 0
 
 
-def delete(name):
-    subprocess.run(["incus", "--project", PROJECT, "delete", "--force", name], capture_output=True, check=False)
+def delete(*names):
+    delete_instances(PROJECT, *names)
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
-    args = parser.parse_args()
+    args = arguments(__doc__, 5)
 
     admin = pylxd.Client(endpoint=SOCKET)
-    if not admin.projects.exists(PROJECT):
-        admin.projects.create(PROJECT, config={"features.images": "false", "features.profiles": "false"})
+    create_project(admin, PROJECT)
     client = pylxd.Client(endpoint=SOCKET, project=PROJECT)
     backend = IncusBackend(socket=SOCKET, project=PROJECT)
     pool = admin.profiles.get("default").devices.get("root", {}).get("pool")
@@ -85,14 +78,11 @@ def main():
             delete(f"px-bench-{i}-raw")
             delete(f"px-bench-{i}-ours")
         delete(SOURCE)
-        try:
-            admin.projects.get(PROJECT).delete()
-        except Exception:  # pylint: disable=broad-except
-            pass
+        drop_project(admin, PROJECT)
 
     print(f"Sandbox from a checkpoint until IPv4 (+ exec for ours); pool {pool} ({driver}), {args.rounds} rounds")
     for label, values in timings.items():
-        print(f"  {label:<28} median {statistics.median(values):6.3f} s   min {min(values):6.3f} s   max {max(values):6.3f} s")
+        print(figure(label, values, 28, 3))
     ratio = statistics.median(timings["ours clone+wait+exec"]) / statistics.median(timings["raw pylxd copy+start+poll"])
     ok = ratio <= 1.3
     print(f"  ours / raw = {ratio:.2f}  (target <= 1.30: {'met' if ok else 'MISSED'})")

@@ -9,7 +9,6 @@ and no slower than ssh with pipelining. Also prints, for information, 20 separat
 and ssh). Prints the figures; exits 1 with --strict when a target is missed.
 """
 
-import argparse
 import glob
 import os
 import shutil
@@ -23,16 +22,15 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, os.path.dirname(HERE))
 from conftest import COLLECTIONS_ROOT  # noqa: E402  (makes ansible_collections.homelab.pixels importable)
+from benchlib import IMAGE, SOCKET, arguments, create_project, delete_instances, drop_project, figure  # noqa: E402
 
 import pylxd  # noqa: E402
 
 from ansible_collections.homelab.pixels.plugins.module_utils.incus import IncusBackend  # noqa: E402
 
-SOCKET = os.environ.get("PIXELS_TEST_SOCKET", "/var/lib/incus/unix.socket")
 # Per run: two runs at once must not share a project, nor an instance name (a DNS name on the bridge).
 RUN = f"{os.getpid():x}"
 PROJECT = f"pixels-bench-conn-{RUN}"
-IMAGE = os.environ.get("PIXELS_TEST_IMAGE", "debian/12")
 INSTANCE = f"px-bench-conn-{RUN}"
 BIN = os.path.dirname(sys.executable)
 BENCH_VENV = os.path.expanduser(os.environ.get("PIXELS_BENCH_VENV", "~/.cache/pixels/bench-venv"))
@@ -70,8 +68,8 @@ def bench_collections():
     return found[0]
 
 
-def delete(name):
-    subprocess.run(["incus", "--project", PROJECT, "delete", "--force", name], capture_output=True, check=False)
+def delete(*names):
+    delete_instances(PROJECT, *names)
 
 
 def setup_ssh(backend, workdir):
@@ -119,15 +117,11 @@ def run_play(inventory, playbook, env):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
-    args = parser.parse_args()
+    args = arguments(__doc__, 3)
 
     collections = bench_collections()
     admin = pylxd.Client(endpoint=SOCKET)
-    if not admin.projects.exists(PROJECT):
-        admin.projects.create(PROJECT, config={"features.images": "false", "features.profiles": "false"})
+    create_project(admin, PROJECT)
     backend = IncusBackend(socket=SOCKET, project=PROJECT)
     workdir = tempfile.mkdtemp(prefix="pixels-bench-conn-")
     env = dict(os.environ, ANSIBLE_CONFIG=os.path.join(ROOT, "ansible.cfg"),
@@ -160,15 +154,12 @@ def main():
         delete(INSTANCE)
         backend.close()
         shutil.rmtree(workdir, ignore_errors=True)
-        try:
-            admin.projects.get(PROJECT).delete()
-        except Exception:  # pylint: disable=broad-except
-            pass
+        drop_project(admin, PROJECT)
 
     median = {label: statistics.median(values) for label, values in timings.items()}
     print(f"`command: true` x20 in one sandbox ({IMAGE}), ansible-playbook wall time, {args.rounds} rounds after a warm-up")
     for label, values in timings.items():
-        print(f"  {label:<38} median {median[label]:6.2f} s   min {min(values):6.2f} s   max {max(values):6.2f} s")
+        print(figure(label, values, 38, 2))
     ours = median["ours"]
     against_cg = ours / median["community.general.incus"]
     against_ssh = ours / median["ssh, pipelining"]
@@ -179,7 +170,7 @@ def main():
           f"{ours / median['community.general.incus, pipelining']:.2f}, for reference)")
     print("20 separate `command: true` tasks (a worker process and a connection each), for information:")
     for label, values in tasks_timings.items():
-        print(f"  {label:<38} median {statistics.median(values):6.2f} s   min {min(values):6.2f} s   max {max(values):6.2f} s")
+        print(figure(label, values, 38, 2))
     return 0 if (ok_cg and ok_ssh) or not args.strict else 1
 
 

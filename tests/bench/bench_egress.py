@@ -8,7 +8,6 @@ Most of the preset's domains do not resolve on machines without internet: lookup
 parallel with a 1 s timeout each, and the ones that did not resolve are printed.
 """
 
-import argparse
 import json
 import os
 import secrets
@@ -20,6 +19,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 from conftest import COLLECTIONS_ROOT, ROOT  # noqa: E402  (makes ansible_collections.homelab.pixels importable)
+from benchlib import IMAGE, SOCKET, arguments, create_project, drop_project, figure  # noqa: E402
 
 import pylxd  # noqa: E402
 
@@ -28,8 +28,6 @@ from ansible_collections.homelab.pixels.plugins.module_utils.incus import IncusB
 
 assert COLLECTIONS_ROOT in sys.path
 
-SOCKET = os.environ.get("PIXELS_TEST_SOCKET", "/var/lib/incus/unix.socket")
-IMAGE = os.environ.get("PIXELS_TEST_IMAGE", "debian/12")
 RUN = secrets.token_hex(3)
 PROJECT = f"pixels-bench-eg-{RUN}"
 INSTANCE = f"px-eg-bench-{RUN}"
@@ -53,7 +51,7 @@ def ansible_module(args, module="homelab.pixels.pixels_egress"):
 
 
 def line(label, values, target=None):
-    text = f"  {label:<44} median {statistics.median(values):6.3f} s   min {min(values):6.3f} s   max {max(values):6.3f} s"
+    text = figure(label, values, 44, 3)
     if target is not None:
         text += f"   (target < {target} s: {'met' if statistics.median(values) < target else 'MISSED'})"
     print(text)
@@ -61,13 +59,10 @@ def line(label, values, target=None):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
-    args = parser.parse_args()
+    args = arguments(__doc__, 5)
 
     admin = pylxd.Client(endpoint=SOCKET)
-    admin.projects.create(PROJECT, config={"features.images": "false", "features.profiles": "false"})
+    create_project(admin, PROJECT)
     backend = IncusBackend(socket=SOCKET, project=PROJECT)
     timings = {key: [] for key in ("true", "ping", "agent", "allow", "agent-cli", "allow-cli")}
     base = {"host_layer": "none"}
@@ -94,10 +89,7 @@ def main():
             apply(backend, INSTANCE, dict(base, mode="unrestricted"), False)
     finally:
         backend.delete(INSTANCE)
-        try:
-            admin.projects.get(PROJECT).delete()
-        except Exception:  # pylint: disable=broad-except
-            pass
+        drop_project(admin, PROJECT)
 
     print(f"Egress policy on a running sandbox, {args.rounds} rounds (in-sandbox layer)")
     met = line("reference: exec `true` round trip", timings["true"])

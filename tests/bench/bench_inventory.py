@@ -11,7 +11,6 @@ above the empty inventory. Prints the figures; exits 1 with --strict when a targ
 The sandboxes are stopped clones in an Incus project of their own, deleted at the end.
 """
 
-import argparse
 import glob
 import json
 import os
@@ -29,10 +28,9 @@ from concurrent.futures import ThreadPoolExecutor
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 from conftest import COLLECTIONS_ROOT, ROOT  # noqa: E402  (makes ansible_collections.homelab.pixels importable)
+from benchlib import IMAGE, SOCKET, arguments, figure  # noqa: E402
 
-SOCKET = os.environ.get("PIXELS_TEST_SOCKET", "/var/lib/incus/unix.socket")
 PROJECT = "pixels-bench-inv"
-IMAGE = os.environ.get("PIXELS_TEST_IMAGE", "debian/12")
 SOURCE = "px-binv-src"
 BIN = os.path.dirname(sys.executable)
 BENCH_VENV = os.path.expanduser(os.environ.get("PIXELS_BENCH_VENV", "~/.cache/pixels/bench-venv"))
@@ -232,11 +230,7 @@ def count_requests(workdir, env, labels, count):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--count", type=int, default=100)
-    parser.add_argument("--rounds", type=int, default=10)
-    parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
-    args = parser.parse_args()
+    args = arguments(__doc__, 10, extra=(("--count", int, 100),))
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # still delete the sandboxes
 
     collections, cg_version = bench_collections()
@@ -272,8 +266,7 @@ def main():
         print(title)
         for label, values in figures.items():
             extra = f"   {counts[label]:4d} API requests" if label in counts else ""
-            print(f"  {label:<26} median {statistics.median(values):6.3f} s   min {min(values):6.3f} s   "
-                  f"max {max(values):6.3f} s{extra}")
+            print(figure(label, values, 26, 3, extra))
         ours = statistics.median(figures["homelab.pixels.sandboxes"])
         return (statistics.median(figures["community.general.lxd"]) / ours,
                 ours - statistics.median(figures["empty inventory"]))

@@ -8,7 +8,6 @@ homelab.pixels.incus connection (one `raw: true` task), and the role with every 
 (what the re-run would cost without the quick check). Exits 1 with --strict when the target is missed.
 """
 
-import argparse
 import json
 import os
 import statistics
@@ -21,6 +20,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, os.path.dirname(HERE))
 from conftest import COLLECTIONS_ROOT  # noqa: E402  (makes ansible_collections.homelab.pixels importable)
+from benchlib import IMAGE, SOCKET, arguments, create_project, delete_instances, drop_project, figure  # noqa: E402
 
 import pylxd  # noqa: E402
 from cryptography.hazmat.primitives import serialization  # noqa: E402
@@ -28,9 +28,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey 
 
 from ansible_collections.homelab.pixels.plugins.module_utils.incus import IncusBackend  # noqa: E402
 
-SOCKET = os.environ.get("PIXELS_TEST_SOCKET", "/var/lib/incus/unix.socket")
 PROJECT = "pixels-bench-pv"
-IMAGE = os.environ.get("PIXELS_TEST_IMAGE", "debian/12")
 SOURCE = "px-pv-bench-src"
 BIN = os.path.dirname(sys.executable)
 
@@ -48,8 +46,8 @@ FLOOR = """
 """
 
 
-def delete(name):
-    subprocess.run(["incus", "--project", PROJECT, "delete", "--force", name], capture_output=True, check=False)
+def delete(*names):
+    delete_instances(PROJECT, *names)
 
 
 class Runner:
@@ -92,14 +90,10 @@ class Runner:
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--strict", action="store_true", help="exit 1 when the target is missed")
-    args = parser.parse_args()
+    args = arguments(__doc__, 3)
 
     admin = pylxd.Client(endpoint=SOCKET)
-    if not admin.projects.exists(PROJECT):
-        admin.projects.create(PROJECT, config={"features.images": "false", "features.profiles": "false"})
+    create_project(admin, PROJECT)
     backend = IncusBackend(socket=SOCKET, project=PROJECT)
     figures = {key: [] for key in ("empty: create + address", "empty: provision role",
                                    "clone: clone + address", "clone: provision role (quick check)",
@@ -140,15 +134,11 @@ def main():
     finally:
         for name in names + [SOURCE]:
             delete(name)
-        try:
-            admin.projects.get(PROJECT).delete()
-        except Exception:  # pylint: disable=broad-except
-            pass
+        drop_project(admin, PROJECT)
 
     print(f"Sandbox to 'provisioned' (provision role, no dev tools), image {IMAGE}, {args.rounds} rounds")
     for label, values in figures.items():
-        print(f"  {label:<40} median {statistics.median(values):6.2f} s   min {min(values):6.2f} s"
-              f"   max {max(values):6.2f} s")
+        print(figure(label, values, 40, 2))
     empty = statistics.median(figures["empty: create + address"]) + statistics.median(figures["empty: provision role"])
     clone = statistics.median(figures["clone: clone + address"]) + \
         statistics.median(figures["clone: provision role (quick check)"])

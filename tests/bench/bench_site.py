@@ -11,7 +11,6 @@ Targets (issue #6): one under 3 s; ten under 2x one. Prints the figures; exits 1
 when a target is missed. Provisioning and dev tools are off: this measures the site machinery.
 """
 
-import argparse
 import concurrent.futures
 import json
 import os
@@ -24,6 +23,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 from conftest import COLLECTIONS_ROOT, ROOT  # noqa: E402  (makes ansible_collections.homelab.pixels importable)
+from benchlib import IMAGE, SOCKET, arguments, create_project, delete_instances, drop_project, figure  # noqa: E402
 
 import pylxd  # noqa: E402
 
@@ -32,9 +32,7 @@ from ansible_collections.homelab.pixels.plugins.module_utils.incus import IncusB
 
 assert COLLECTIONS_ROOT in sys.path
 
-SOCKET = os.environ.get("PIXELS_TEST_SOCKET", "/var/lib/incus/unix.socket")
 PROJECT = f"pixels-bench-site-{os.getpid()}"
-IMAGE = os.environ.get("PIXELS_TEST_IMAGE", "debian/12")
 BASE = "bs-bench"
 BIN = os.path.dirname(sys.executable)
 OFF = {"provision": False, "devtools": False}
@@ -59,9 +57,7 @@ def run(cmd):
 
 
 def delete(*names):
-    for name in names:
-        subprocess.run(["incus", "--project", PROJECT, "delete", "--force", "px-" + name],
-                       capture_output=True, check=False)
+    delete_instances(PROJECT, *["px-" + name for name in names])
 
 
 def library_clone(name):
@@ -81,13 +77,10 @@ def vars_file(directory, sandboxes):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
-    args = parser.parse_args()
+    args = arguments(__doc__, 3)
 
     admin = pylxd.Client(endpoint=SOCKET)
-    admin.projects.create(PROJECT, config={"features.images": "false", "features.profiles": "false"})
+    create_project(admin, PROJECT)
     timings = {"create playbook, one": [], "ref: ansible -m pixels_container, one": [],
                "ref: backend clone+address, one": [], "site.yml, ten in parallel": [],
                "ref: backend, ten in threads": []}
@@ -122,16 +115,13 @@ def main():
     finally:
         delete("bs-bench-one", "bs-bench-ref", "bs-bench-lib", *[box["name"] for box in ten],
                *[f"bs-bench-lib{i}" for i in range(10)], "base-" + BASE)
-        try:
-            admin.projects.get(PROJECT).delete()
-        except Exception:  # pylint: disable=broad-except
-            pass
+        drop_project(admin, PROJECT)
 
     load = os.getloadavg()[0]
     print(f"Sandboxes from a built base (base build {build:.1f} s once), {args.rounds} rounds, "
           f"{os.cpu_count()} CPUs, load {load:.1f}")
     for label, values in timings.items():
-        print(f"  {label:<40} median {statistics.median(values):6.2f} s   min {min(values):6.2f} s   max {max(values):6.2f} s")
+        print(figure(label, values, 40, 2))
     one = statistics.median(timings["create playbook, one"])
     ten_time = statistics.median(timings["site.yml, ten in parallel"])
     ok_one = one < 3.0
