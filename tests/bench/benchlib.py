@@ -32,9 +32,10 @@ def create_project(admin, name):
 
 
 def drop_project(admin, name):
+    # A project that cannot go now (still busy) is reused by the next run.
     try:
         admin.projects.get(name).delete()
-    except Exception:  # pylint: disable=broad-except  (left for the next run, which reuses it)
+    except Exception:  # pylint: disable=broad-except
         pass
 
 
