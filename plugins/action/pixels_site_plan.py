@@ -6,39 +6,19 @@ module costs more than the plan itself (a listing of Incus and some checks)."""
 
 from __future__ import annotations
 
-from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
-from ansible.plugins.action import ActionBase
-
-from ansible_collections.homelab.pixels.plugins.module_utils.errors import PixelsError
-from ansible_collections.homelab.pixels.plugins.module_utils.incus import HAS_PYLXD, IncusBackend
-from ansible_collections.homelab.pixels.plugins.module_utils.pixels_module import CONNECTION_ARGS
+from ansible_collections.homelab.pixels.plugins.module_utils.incus import IncusBackend
 from ansible_collections.homelab.pixels.plugins.module_utils.settings import CONNECTION_KEYS, resolve
 from ansible_collections.homelab.pixels.plugins.modules.pixels_site_plan import ARGUMENT_SPEC, site_plan
+from ansible_collections.homelab.pixels.plugins.plugin_utils.pixels_action import PixelsAction
 
 
-class ActionModule(ActionBase):
-    TRANSFERS_FILES = False
-    _requires_connection = False
+class ActionModule(PixelsAction):
+    MODULE = "pixels_site_plan"
+    ARGUMENT_SPEC = ARGUMENT_SPEC
 
-    def run(self, tmp=None, task_vars=None):
-        result = super().run(tmp, task_vars)
-        validation = ArgumentSpecValidator(dict(CONNECTION_ARGS, **ARGUMENT_SPEC)).validate(self._task.args)
-        if validation.error_messages:
-            result.update(failed=True, msg="; ".join(validation.error_messages))
-            return result
-        params = validation.validated_parameters
-        if not HAS_PYLXD:
-            result.update(failed=True, msg="pixels_site_plan needs pylxd in the Python that runs ansible-playbook: "
-                                           "pip install pylxd (see requirements.txt).")
-            return result
+    def act(self, params):
+        backend = IncusBackend(**resolve(params, CONNECTION_KEYS, config_file=params.get("config_file")))
         try:
-            backend = IncusBackend(**resolve(params, CONNECTION_KEYS, config_file=params.get("config_file")))
-            try:
-                data = site_plan(backend, params)
-            finally:
-                backend.close()
-        except PixelsError as exc:
-            result.update(failed=True, msg=exc.message, **exc.details)
-            return result
-        result.update(changed=False, **data)
-        return result
+            return dict(changed=False, **site_plan(backend, params))
+        finally:
+            backend.close()
