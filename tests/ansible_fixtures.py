@@ -16,6 +16,8 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.dirname(sys.executable)
+# A hung playbook fails its test after this long instead of eating the whole CI budget.
+PLAYBOOK_TIMEOUT = int(os.environ.get("PIXELS_TEST_PLAYBOOK_TIMEOUT", "900"))
 
 
 @dataclass
@@ -103,7 +105,7 @@ class AnsibleRunner:
         cmd += ["--diff"] if diff else []
         cmd += list(args)
         # No terminal on stdin, as in CI: a prompt (pause) must not wait for an answer.
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=self.env(env), cwd=ROOT, timeout=1800,
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=self.env(env), cwd=ROOT, timeout=PLAYBOOK_TIMEOUT,
                               check=False, stdin=subprocess.DEVNULL)
         return self._parse(proc)
 

@@ -59,3 +59,16 @@ def tls_stand_in(certs):
         stop.set()
         thread.join()
         listener.close()
+
+
+def remote_backend(url, **tls):
+    """IncusIO set up as the backend of a remote, without talking to Incus."""
+    # pylint: disable=import-outside-toplevel,protected-access
+    from ansible_collections.homelab.pixels.plugins.module_utils.incus_io import IncusIO
+
+    backend = IncusIO()
+    backend.endpoint, backend.project, backend.timeout = url, "agents", 5
+    backend._socket_path, backend._ssl_context, backend._tickets = None, None, None
+    backend._tls = dict({"client_cert": None, "client_key": None, "server_cert": None,
+                         "validate_certs": True}, **tls)
+    return backend

@@ -76,6 +76,7 @@ class IncusBackend(IncusIO, Backend):
         self._tls = dict(client_cert=client_cert, client_key=client_key, server_cert=server_cert,
                          validate_certs=validate_certs)
         self._ssl_context = None
+        self._tickets = None  # whether the server sends TLS session tickets (None: not known yet)
         if remote:
             self.client = self._connect_remote(remote, client_cert, client_key, server_cert,
                                                validate_certs, timeout)

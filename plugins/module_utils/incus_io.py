@@ -15,6 +15,7 @@ requests or urllib3, which costs more than the task's own requests.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import http.client
 import io
@@ -22,11 +23,13 @@ import json
 import logging
 import os
 import re
+import select
 import socket
 import ssl
 import stat
 import tempfile
 import threading
+import time
 from urllib.parse import quote, urlencode, urlsplit
 
 from ansible_collections.homelab.pixels.plugins.module_utils.backend import (
@@ -107,8 +110,8 @@ class IncusIO(SandboxIO):
     """SandboxIO over the Incus API; subclasses provide ``_request``.
 
     Needs the attributes ``project``, ``endpoint`` (socket path or URL), ``timeout``,
-    ``_socket_path`` (None for a remote), ``_tls`` (tls_context's arguments) and
-    ``_ssl_context`` (None until the first websocket).
+    ``_socket_path`` (None for a remote), ``_tls`` (tls_context's arguments),
+    ``_ssl_context`` (None until the first websocket) and ``_tickets`` (None).
     """
 
     def _request(self, method, path, params=None, body=None, data=None, headers=None, stream=False,
@@ -200,8 +203,14 @@ class IncusIO(SandboxIO):
         try:
             if self._socket_path:
                 return unix_connect(self._socket_path, "ws://incus" + path, **options)
-            return connect("wss://" + urlsplit(self.endpoint).netloc + path, ssl=self._tls_context(),
-                           proxy=None, **options)
+            # TLS is set up here, not by websockets (see _open_tls); the URI is ws:// for that.
+            tls_socket = self._open_tls()
+            try:
+                return connect("ws://" + urlsplit(self.endpoint).netloc + path, sock=tls_socket,
+                               create_connection=unblocking_connection(), **options)
+            except BaseException:
+                tls_socket.close()
+                raise
         except ssl.SSLError as exc:
             raise PixelsError(connection_message(self.endpoint, f"SSL: {exc}", self._tls["server_cert"],
                                                  self._tls["validate_certs"]))
@@ -209,6 +218,32 @@ class IncusIO(SandboxIO):
             raise PixelsError(permission_message(self.endpoint))
         except (OSError, InvalidHandshake, WebSocketException) as exc:
             raise PixelsError(f"Cannot open the command's streams at {self.endpoint}: {exc}")
+
+    def _open_tls(self):
+        """A TLS connection to the remote whose post-handshake session tickets are already read.
+
+        Incus (Go, TLS 1.3 only) sends a session ticket just after the handshake. When
+        websockets' reading thread takes it while the main thread writes the upgrade request
+        on the same SSL object, OpenSSL can lose the server's answer and the handshake waits
+        forever (seen under load, about one websocket in 600). Reading the ticket here, before
+        a second thread shares the socket, closes that window.
+        """
+        url = urlsplit(self.endpoint)
+        raw = socket.create_connection((url.hostname, url.port or 8443), timeout=self.timeout)
+        try:
+            raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, True)
+            tls_socket = self._tls_context().wrap_socket(raw, server_hostname=url.hostname)
+        except BaseException:
+            raw.close()
+            raise
+        try:
+            if self._tickets is not False:
+                self._tickets = read_session_tickets(tls_socket, TICKET_WAIT)
+            tls_socket.settimeout(None)  # websockets expects a blocking socket
+        except BaseException:
+            tls_socket.close()
+            raise
+        return tls_socket
 
     def _tls_context(self):
         if self._ssl_context is None:
@@ -413,6 +448,7 @@ class IncusSocketIO(IncusIO):
         self.timeout = timeout
         self._tls = dict(client_cert=None, client_key=None, server_cert=None, validate_certs=True)
         self._ssl_context = None
+        self._tickets = None  # whether the server sends TLS session tickets (None: not known yet)
         self._connection = None
 
     def _request(self, method, path, params=None, body=None, data=None, headers=None, stream=False,
@@ -483,6 +519,57 @@ class IncusSocketIO(IncusIO):
 
 def _noop():
     pass
+
+
+# -- TLS websockets ----------------------------------------------------------------------
+
+# Seconds to wait for a server's session ticket after the TLS handshake; Incus sends it at
+# once. A server that sends none costs this wait once per backend, then no more.
+TICKET_WAIT = 2
+
+
+def read_session_tickets(tls_socket, wait):
+    """Read the TLS 1.3 session tickets a server sends after the handshake, before any data.
+
+    True once a ticket arrived, False when none came within ``wait`` seconds (the server
+    sends none: the caller stops waiting for them). Leaves the socket non-blocking.
+    """
+    if tls_socket.version() != "TLSv1.3":
+        return None  # tickets are part of the handshake before TLS 1.3
+    deadline = time.monotonic() + wait
+    tls_socket.setblocking(False)
+    while True:
+        session = tls_socket.session
+        if session is not None and session.has_ticket:
+            return True
+        remaining = deadline - time.monotonic()
+        if remaining <= 0 or not select.select([tls_socket], [], [], remaining)[0]:
+            return False
+        try:
+            data = tls_socket.recv(1)  # processes the handshake records that arrived
+        except (ssl.SSLWantReadError, BlockingIOError):
+            continue
+        if data:
+            raise PixelsError("The Incus server sent data before the websocket request: not an Incus API?")
+        raise PixelsError("The Incus server closed the connection right after the TLS handshake.")
+
+
+@functools.lru_cache(maxsize=None)
+def unblocking_connection():
+    """websockets' ClientConnection, closing its socket so that a blocked read returns.
+
+    websockets closes the socket without shutting it down when a handshake fails, then waits
+    for its reading thread; a thread blocked inside a TLS read would keep it waiting forever.
+    """
+    from websockets.sync.client import ClientConnection  # pylint: disable=import-outside-toplevel
+
+    class UnblockingConnection(ClientConnection):
+        def close_socket(self):
+            with contextlib.suppress(OSError):
+                self.socket.shutdown(socket.SHUT_RDWR)
+            super().close_socket()
+
+    return UnblockingConnection
 
 
 # -- TLS -------------------------------------------------------------------------------

@@ -133,3 +133,28 @@ def test_inventory_over_https(ansible, incus, remote, bundle_env, golden, tmp_pa
     hostvars = data["_meta"]["hostvars"][golden]
     assert "10." in json.dumps(hostvars["ansible_host"])
     assert "ready" in json.dumps(hostvars["pixels_checkpoints"])
+
+
+@pytest.mark.timeout(300)
+def test_exec_websockets_over_https_under_load(incus, remote, golden):
+    """Incus sends a TLS session ticket after each handshake; read by websockets' thread while
+    the upgrade request was written, it lost the answer and hung a CI run for 30 minutes.
+    The ticket is now read first; many commands, with the CPUs kept busy, all complete."""
+    from ansible_collections.homelab.pixels.plugins.module_utils.incus import IncusBackend
+
+    backend = IncusBackend(project=PROJECT, timeout=10, **remote_args(remote))
+    with backend._open_tls() as tls_socket:
+        assert tls_socket.version() == "TLSv1.3" and tls_socket.session.has_ticket
+    burners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(os.cpu_count() or 2)]
+    try:
+        for index in range(150):
+            session = backend.exec_start("px-golden", ["echo", str(index)])
+            try:
+                result = session.wait()
+            finally:
+                session.close()
+            assert (result.rc, result.stdout) == (0, f"{index}\n".encode())
+    finally:
+        for burner in burners:
+            burner.kill()
+            burner.wait()

@@ -13,7 +13,7 @@ from ansible.plugins.loader import connection_loader, init_plugin_loader
 from websockets.exceptions import ConnectionClosedError
 from websockets.sync.server import serve
 
-from tls_fixtures import make_cert
+from tls_fixtures import make_cert, remote_backend
 from ansible_collections.homelab.pixels.plugins.connection.incus import (
     ROOT_ACCOUNT,
     make_account,
@@ -22,7 +22,7 @@ from ansible_collections.homelab.pixels.plugins.connection.incus import (
     remote_path,
 )
 from ansible_collections.homelab.pixels.plugins.module_utils.errors import PixelsError
-from ansible_collections.homelab.pixels.plugins.module_utils.incus_io import IncusExec, IncusIO, tls_context
+from ansible_collections.homelab.pixels.plugins.module_utils.incus_io import IncusExec, tls_context
 
 PASSWD = b"""root:x:0:0:root:/root:/bin/bash
 pixel:x:1000:1000:Pixel,,,:/home/pixel:/bin/bash
@@ -294,16 +294,6 @@ def wss(tmp_path_factory):
         yield {"url": f"https://127.0.0.1:{port}", "server_cert": server_crt, "other_cert": other_crt,
                "client_cert": client_crt, "client_key": client_key, "paths": paths}
         server.shutdown()
-
-
-def remote_backend(url, **tls):
-    """IncusIO as a backend sets it up for a remote, without talking to Incus."""
-    backend = IncusIO()
-    backend.endpoint, backend.project, backend.timeout = url, "agents", 5
-    backend._socket_path, backend._ssl_context = None, None  # pylint: disable=protected-access
-    backend._tls = dict({"client_cert": None, "client_key": None, "server_cert": None,  # pylint: disable=protected-access
-                         "validate_certs": True}, **tls)
-    return backend
 
 
 @pytest.fixture
