@@ -110,6 +110,14 @@ class SandboxIO:
         """A small file's content (at most ``limit`` bytes), or None when it does not exist."""
         raise NotImplementedError(f"{type(self).__name__} cannot transfer files")
 
+    def write_file(self, instance, remote_path, data, uid=0, gid=0, mode=0o644):
+        """Write ``data`` (bytes) to a file of the sandbox, also when it is stopped."""
+        raise NotImplementedError(f"{type(self).__name__} cannot transfer files")
+
+    def list_directory(self, instance, remote_path) -> Optional[List[str]]:
+        """The names in a directory of the sandbox, also when it is stopped; None when missing."""
+        raise NotImplementedError(f"{type(self).__name__} cannot transfer files")
+
     def close(self):
         """Release the connection to the host (the backend is not used afterwards)."""
 
@@ -137,7 +145,8 @@ class Backend(SandboxIO, abc.ABC):
                       description="", start=True, metadata=None):
         """Create from a checkpoint of ``source``, or from its current state when label is None.
 
-        The clone keeps the source's ``user.*`` keys; ``metadata`` adds or replaces some."""
+        The clone keeps the source's ``user.*`` keys; ``metadata`` adds or replaces some. It
+        gets its own SSH host keys and machine-id before it first starts (instance_identity)."""
 
     @abc.abstractmethod
     def start(self, instance):

@@ -46,6 +46,7 @@ from ansible_collections.homelab.pixels.plugins.module_utils.incus_io import (
     Response,
     error_text,
 )
+from ansible_collections.homelab.pixels.plugins.module_utils.instance_identity import HostKeys, renew_identity
 from ansible_collections.homelab.pixels.plugins.module_utils.names import sandbox_name
 
 POLL_INTERVAL = 0.05
@@ -272,7 +273,8 @@ class IncusBackend(IncusIO, Backend):
                 "devices": snapshot.get("devices") or {},
                 "profiles": snapshot.get("profiles") or ["default"],
             }
-            self._create(instance, body, start)
+            host_keys = HostKeys(f"root@{instance}")  # made while Incus copies
+            self._create(instance, body, start, prepare=lambda: renew_identity(self, instance, host_keys))
         finally:
             if temporary:
                 self.delete_checkpoint(source, temporary)
@@ -292,8 +294,9 @@ class IncusBackend(IncusIO, Backend):
                     f"{', '.join(labels) or 'none'}."
                 )
 
-    def _create(self, instance, body, start):
-        """POST the instance; on any later failure remove it again."""
+    def _create(self, instance, body, start, prepare=None):
+        """POST the instance, run ``prepare()`` on it while it is stopped, start it; on any
+        later failure remove it again."""
         with self._errors(f"creating {instance}"):
             try:
                 response = self.client.api.instances.post(json=body)
@@ -301,6 +304,8 @@ class IncusBackend(IncusIO, Backend):
                 raise PixelsError(f"{instance} already exists.")
             try:
                 self._wait(response)
+                if prepare is not None:
+                    prepare()
             except Exception:
                 self._discard(instance)
                 raise

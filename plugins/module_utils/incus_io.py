@@ -276,12 +276,33 @@ class IncusIO(SandboxIO):
         with open(local_path, "rb") as handle:
             if mode is None:
                 mode = stat.S_IMODE(os.fstat(handle.fileno()).st_mode)
-            headers = {"Content-Type": "application/octet-stream", "X-Incus-type": "file",
-                       "X-Incus-write": "overwrite", "X-Incus-uid": str(int(uid)),
-                       "X-Incus-gid": str(int(gid)), "X-Incus-mode": f"{mode:04o}"}
             self._in_instance(instance, "POST", self._instance_path(instance, "files"),
-                              f"copying {local_path} to {remote_path} in {instance}",
-                              params={"path": remote_path}, data=handle, headers=headers).close()
+                              f"copying {local_path} to {remote_path} in {instance}", params={"path": remote_path},
+                              data=handle, headers=_file_headers(uid, gid, mode)).close()
+
+    def write_file(self, instance, remote_path, data, uid=0, gid=0, mode=0o644):
+        """Write ``data`` (bytes) to a file of the instance, running or stopped (owner and mode
+        apply to a new file)."""
+        action = f"writing {remote_path} in {instance}"
+        try:
+            self._request("POST", self._instance_path(instance, "files"), params={"path": remote_path},
+                          data=bytes(data), headers=_file_headers(uid, gid, mode), action=action).close()
+        except ApiError as exc:
+            raise PixelsError(f"Incus failed {action}: {exc.message}", status=exc.status)
+
+    def list_directory(self, instance, remote_path):
+        """The names in a directory of the instance, running or stopped; None when it does not exist."""
+        action = f"listing {remote_path} in {instance}"
+        try:
+            with self._request("GET", self._instance_path(instance, "files"), params={"path": remote_path},
+                               action=action) as answer:
+                if answer.headers.get("x-incus-type", "directory") != "directory":
+                    raise PixelsError(f"{remote_path} in {instance} is not a directory.")
+                return [str(name) for name in answer.json().get("metadata") or []]
+        except ApiError as exc:
+            if exc.status == 404:
+                return None
+            raise PixelsError(f"Incus failed {action}: {exc.message}", status=exc.status)
 
     def _file_response(self, instance, remote_path):
         """A streamed GET of a regular file, following symlinks; None when it does not exist."""
@@ -519,6 +540,11 @@ class IncusSocketIO(IncusIO):
 
 def _noop():
     pass
+
+
+def _file_headers(uid, gid, mode):
+    return {"Content-Type": "application/octet-stream", "X-Incus-type": "file", "X-Incus-write": "overwrite",
+            "X-Incus-uid": str(int(uid)), "X-Incus-gid": str(int(gid)), "X-Incus-mode": f"{mode:04o}"}
 
 
 # -- TLS websockets ----------------------------------------------------------------------

@@ -55,6 +55,8 @@ options:
         C(box) through a temporary snapshot, removed afterwards; V(box:label) clones its
         checkpoint C(label).
       - Used only when the sandbox is created. Mutually exclusive with O(image) and O(base).
+      - A clone gets its own SSH host keys (of the types its source has) and machine-id,
+        written before it first starts; everything else is the source's.
     type: str
   base:
     description:
@@ -62,6 +64,7 @@ options:
         C(px-base-<base>) that C(homelab.pixels.base_build) or C(homelab.pixels.site) builds.
       - The sandbox records the base in C(user.pixels.base).
       - Used only when the sandbox is created. Mutually exclusive with O(image) and O(source).
+      - Like a clone from O(source), the sandbox gets its own SSH host keys and machine-id.
     type: str
     version_added: 0.2.0
   cpu:

@@ -1,5 +1,9 @@
 """pixels_container and pixels_container_info against a real Incus."""
 
+import re
+import subprocess
+import time
+
 from conftest import in_sandbox, incus_cli, snapshot_names
 
 
@@ -90,6 +94,46 @@ def test_clone_from_checkpoint_and_current_state(ansible, incus, golden, cleanup
     macs = {n: incus.instances.get(n).config["volatile.eth0.hwaddr"] for n in ("px-golden", "px-fromcp", "px-fromnow")}
     assert len(set(macs.values())) == 3, macs
     in_sandbox("px-golden", "rm -f /root/after")
+
+
+IDENTITY = ("cat /etc/machine-id; for t in rsa ecdsa ed25519; do cut -d' ' -f1-2 /etc/ssh/ssh_host_${t}_key.pub; "
+            "done; stat -c '%a %U' /etc/ssh/ssh_host_ed25519_key /etc/ssh/ssh_host_ed25519_key.pub")
+KEYS_MATCH = ("for t in rsa ecdsa ed25519; do k=/etc/ssh/ssh_host_${t}_key; "
+              "test \"$(ssh-keygen -y -f $k | cut -d' ' -f1-2)\" = \"$(cut -d' ' -f1-2 $k.pub)\"; done; /usr/sbin/sshd -t")
+
+
+def served_host_key(address):
+    """The ed25519 host key sshd at ``address`` presents, once it answers."""
+    for _attempt in range(50):
+        served = subprocess.run(["ssh-keyscan", "-T", "5", "-t", "ed25519", address], capture_output=True,
+                                text=True, check=False).stdout.split()
+        if served:
+            return " ".join(served[1:3])
+        time.sleep(0.2)
+    return None
+
+
+def identity_of(name):
+    """machine-id, the three public host keys and the ed25519 key files' modes, once made."""
+    in_sandbox(f"px-{name}", "for i in $(seq 100); do test -s /etc/ssh/ssh_host_rsa_key.pub && exit 0; sleep 0.1; done; exit 1")
+    return in_sandbox(f"px-{name}", IDENTITY).split("\n")
+
+
+def test_sandboxes_and_clones_get_their_own_host_keys_and_machine_id(ansible, incus, cleanup):
+    assert ansible.module("pixels_container", name="idsrc")["changed"]
+    seen = set(identity_of("idsrc")[:4])
+    assert ansible.module("pixels_checkpoint", name="idsrc", label="keys")["changed"]
+    # a second sandbox from the image, then clones of a checkpoint and of the current state
+    for name, origin in (("idimage", None), ("idone", "idsrc:keys"), ("idtwo", "idsrc:keys"), ("idnow", "idsrc")):
+        sandbox = ansible.module("pixels_container", name=name, **({"source": origin} if origin else {}))
+        assert sandbox["changed"], sandbox
+        identity = identity_of(name)
+        assert re.fullmatch(r"[0-9a-f]{32}", identity[0]), identity
+        assert identity[4:6] == ["600 root", "644 root"], identity
+        assert not seen & set(identity[:4]), (name, identity, seen)  # nothing shared with any other
+        seen |= set(identity[:4])
+        in_sandbox(f"px-{name}", KEYS_MATCH)  # each private key matches its public key; sshd accepts them
+        assert served_host_key(sandbox["sandbox"]["ipv4"][0]) == identity[3]
 
 
 def test_parallel_clones_get_distinct_macs_and_addresses(ansible, incus, golden, cleanup):

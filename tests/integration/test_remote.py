@@ -145,7 +145,7 @@ def test_exec_websockets_over_https_under_load(incus, remote, golden):
     backend = IncusBackend(project=PROJECT, timeout=10, **remote_args(remote))
     with backend._open_tls() as tls_socket:
         assert tls_socket.version() == "TLSv1.3" and tls_socket.session.has_ticket
-    burners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(os.cpu_count() or 2)]
+    burners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _cpu in range(os.cpu_count() or 2)]
     try:
         for index in range(150):
             session = backend.exec_start("px-golden", ["echo", str(index)])
