@@ -26,17 +26,21 @@ except ImportError:  # reported when a clone needs keys
 from ansible_collections.homelab.pixels.plugins.module_utils.errors import PixelsError
 
 SSH_DIR = "/etc/ssh"
-# ssh-keygen -A's defaults.
-HOST_KEY_TYPES = {
-    "ed25519": lambda: ed25519.Ed25519PrivateKey.generate(),
-    "ecdsa": lambda: ec.generate_private_key(ec.SECP256R1()),
-    "rsa": lambda: rsa.generate_private_key(public_exponent=65537, key_size=3072),
-}
+HOST_KEY_TYPES = ("ed25519", "ecdsa", "rsa")
+
+
+def new_private_key(kind):
+    """A new host key of ``kind``, as ssh-keygen -A makes them."""
+    if kind == "ed25519":
+        return ed25519.Ed25519PrivateKey.generate()
+    if kind == "ecdsa":
+        return ec.generate_private_key(ec.SECP256R1())
+    return rsa.generate_private_key(public_exponent=65537, key_size=3072)
 
 
 def host_key_pair(kind, comment):
     """(private key in OpenSSH format, public key line) of a new host key."""
-    key = HOST_KEY_TYPES[kind]()
+    key = new_private_key(kind)
     private = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
                                 serialization.NoEncryption())
     public = key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)

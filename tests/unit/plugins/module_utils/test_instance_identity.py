@@ -60,10 +60,14 @@ def test_a_copy_without_sshd_or_machine_id_gets_nothing_written():
 
 
 def test_key_generation_failure_is_a_clear_error(monkeypatch):
-    def broken():
-        raise ValueError("no entropy")
+    make = instance_identity.new_private_key
 
-    monkeypatch.setitem(instance_identity.HOST_KEY_TYPES, "rsa", broken)
+    def broken(kind):
+        if kind == "rsa":
+            raise ValueError("no entropy")
+        return make(kind)
+
+    monkeypatch.setattr(instance_identity, "new_private_key", broken)
     copy = StoppedCopy({"/etc": ["ssh"], "/etc/ssh": ["ssh_host_rsa_key"]})
     with pytest.raises(PixelsError, match="Could not make SSH host keys for the clone: no entropy"):
         renew_identity(copy, "px-box", HostKeys("root@px-box"))
