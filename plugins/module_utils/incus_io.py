@@ -229,7 +229,8 @@ class IncusIO(SandboxIO):
         a second thread shares the socket, closes that window.
         """
         url = urlsplit(self.endpoint)
-        raw = socket.create_connection((url.hostname, url.port or 8443), timeout=self.timeout)
+        # The REST session's port: the URL's, else HTTPS' own.
+        raw = socket.create_connection((url.hostname, url.port or 443), timeout=self.timeout)
         try:
             raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, True)
             tls_socket = self._tls_context().wrap_socket(raw, server_hostname=url.hostname)

@@ -84,7 +84,7 @@ def renew_identity(io, instance, host_keys):
     etc = io.list_directory(instance, "/etc") or []
     if "machine-id" in etc:
         io.write_file(instance, "/etc/machine-id", (secrets.token_hex(16) + "\n").encode("ascii"), mode=0o444)
-    present = io.list_directory(instance, SSH_DIR) or [] if "ssh" in etc else []
+    present = (io.list_directory(instance, SSH_DIR) or []) if "ssh" in etc else []
     replaced = [kind for kind in HOST_KEY_TYPES if f"ssh_host_{kind}_key" in present]
     if replaced:
         keys = host_keys.get()

@@ -43,7 +43,7 @@ def test_lifecycle_over_https(ansible, incus, remote, bundle_env, cleanup):
     assert [c["label"] for c in listed["checkpoints"]] == ["one"]
     clone = ansible.module("pixels_container", **remote_args(remote, name="farclone", source="far:one"))
     assert clone["changed"] and in_sandbox("px-farclone", "cat /root/f").strip() == "one"
-    # its own machine-id, written over SFTP through the TLS connection
+    # its own machine-id, written through the file API over HTTPS
     assert in_sandbox("px-farclone", "cat /etc/machine-id") != in_sandbox("px-far", "cat /etc/machine-id")
     in_sandbox("px-far", "echo two > /root/f")
     assert ansible.module("pixels_checkpoint", **remote_args(remote, name="far", label="one", state="restored"))["changed"]

@@ -9,6 +9,7 @@ import time
 from contextlib import contextmanager
 
 import pytest
+from websockets.sync import client as websockets_client
 
 from tls_fixtures import make_cert, remote_backend
 
@@ -16,8 +17,6 @@ from ansible_collections.homelab.pixels.plugins.module_utils import incus_io
 from ansible_collections.homelab.pixels.plugins.module_utils.incus_io import (
     unblocking_connection,
 )
-
-websockets_client = pytest.importorskip("websockets.sync.client")
 
 
 @contextmanager
