@@ -76,20 +76,31 @@ def overall(states):
 INTERRUPTED = "(interrupted: the installer is no longer running; the next play runs it again)"
 
 
+def _steps(directory, tail_lines):
+    """The steps' statuses in order; None when the installer never ran here."""
+    steps_text = _read(os.path.join(directory, "steps"))
+    if steps_text is None:
+        return None
+    names = [line.strip() for line in steps_text.splitlines() if line.strip()]
+    return [step_status(directory, name, tail_lines) for name in names]
+
+
 def read_status(directory, tail_lines=20, unit_active=None):
     """The installer's status; state 'absent' when it never ran here.
 
-    unit_active=False (the installer's unit is not running) turns a step left 'running', by a
-    sandbox stopped or cloned mid-install, into 'failed', so that it is not waited for forever.
+    unit_active: a function telling whether the installer's unit runs (True, False, None when
+    unknown). A step 'running' both before and after it said False was left so by a sandbox
+    stopped or cloned mid-install: it turns 'failed', so that it is not waited for forever.
+    Reading on both sides keeps a unit that starts or ends meanwhile from looking interrupted.
     """
-    steps_text = _read(os.path.join(directory, "steps"))
-    if steps_text is None:
+    steps = _steps(directory, tail_lines)
+    if steps is None:
         return {"state": "absent", "installer": None, "steps": [], "failed_steps": []}
-    names = [line.strip() for line in steps_text.splitlines() if line.strip()]
-    steps = [step_status(directory, name, tail_lines) for name in names]
-    if unit_active is False:
+    if unit_active is not None and unit_active() is False:
+        was_running = {step["name"] for step in steps if step["state"] == "running"}
+        steps = _steps(directory, tail_lines) or []
         for step in steps:
-            if step["state"] == "running":
+            if step["state"] == "running" and step["name"] in was_running:
                 step["state"] = "failed"
                 step["log_tail"] = (step["log_tail"] + "\n" if step["log_tail"] else "") + INTERRUPTED
     installer = (_read(os.path.join(directory, "installer")) or "").strip() or None

@@ -251,7 +251,7 @@ def bundle(files, installer):
     return buffer.getvalue()
 
 
-def installer(policy, files, resolve_timeout=1.0, reuse=False):
+def installer(policy, files, resolve_timeout=3.0, reuse=False):
     return render(templates.INSTALL, mode=policy["mode"], table=TABLE, egress_dir=EGRESS_DIR,
                   resolve_timeout=float(resolve_timeout), reuse=reuse,
                   paths=sorted(files), sudoers=SUDOERS_FILE, network_units=templates.NETWORK_UNITS,
@@ -291,7 +291,7 @@ def table_loaded(backend, instance):
     return result.rc == 0
 
 
-def install(backend, instance, policy, files, resolve_timeout=1.0, reuse=False):
+def install(backend, instance, policy, files, resolve_timeout=3.0, reuse=False):
     """Ship and run the installer; the state it prints (resolution) as a dict.
 
     ``reuse``: keep the addresses the sandbox resolved last (at most one timer interval old)

@@ -104,11 +104,21 @@ tmp=$(mktemp -d /run/pixels-egress-refresh.XXXXXX) || exit 1
 trap 'rm -rf "$tmp"' EXIT
 
 # The upstream resolvers the sandbox uses (systemd-resolved's list, else resolv.conf).
-resolvers=""
-for conf in /run/systemd/resolve/resolv.conf /etc/resolv.conf; do
-    [ -r "$conf" ] || continue
-    resolvers=$(awk '$1 == "nameserver" { sub(/%.*/, "", $2); print $2 }' "$conf" | grep -v -E '^(127\\.|::1$)' | sort -u)
-    [ -n "$resolvers" ] && break
+upstream_resolvers() {
+    for conf in /run/systemd/resolve/resolv.conf /etc/resolv.conf; do
+        [ -r "$conf" ] || continue
+        found=$(awk '$1 == "nameserver" { sub(/%.*/, "", $2); print $2 }' "$conf" | grep -v -E '^(127\\.|::1$)' | sort -u)
+        [ -n "$found" ] && { echo "$found"; return; }
+    done
+}
+resolvers=$(upstream_resolvers)
+# Just after boot resolved can be running before DHCP handed it servers: an empty set would
+# block DNS until the next refresh, so wait for them a little.
+waited=0
+while [ -z "$resolvers" ] && [ "$waited" -lt 20 ] && systemctl is-active --quiet systemd-resolved 2>/dev/null; do
+    sleep 0.5
+    waited=$((waited + 1))
+    resolvers=$(upstream_resolvers)
 done
 r4=$(printf '%s\\n' "$resolvers" | grep -v : | grep .)
 r6=$(printf '%s\\n' "$resolvers" | grep : )
@@ -213,6 +223,8 @@ case "$command" in
     *)
         usage "unknown command '$command'" ;;
 esac
+# Mirrors behind a CDN change addresses often: let the allowed sets follow before apt connects.
+/usr/local/sbin/pixels-egress-refresh >/dev/null || true
 # No pager, editor, prompt or conffile shell: no terminal, non-interactive frontends.
 exec env -i PATH="$PATH" LC_ALL=C.UTF-8 DEBIAN_FRONTEND=noninteractive APT_LISTCHANGES_FRONTEND=none \\
     PAGER=cat EDITOR=false VISUAL=false \\
@@ -379,10 +391,12 @@ if [ "${restart_network:-0}" = 1 ]; then
         if systemctl is-enabled --quiet "$unit" 2>/dev/null; then systemctl restart "$unit" || true; fi
     done
     # The lookups above ran without a network; the resolver takes a moment to get its servers back.
-    for attempt in 1 2 3 4 5 6 7 8 9 10; do
+    for attempt in $(seq 20); do
         /usr/local/sbin/pixels-egress-refresh --timeout {{ resolve_timeout }} > refresh.out || true
+        # every domain resolved, or some: the resolver is back
         grep -qF ': []' refresh.out || break
-        sleep 0.5
+        sed 's/.*"resolved": {//' refresh.out | grep -qF '["' && break
+        sleep 1
     done
 fi
 cp manifest {{ manifest_file }}

@@ -148,8 +148,9 @@ def main():
     )
     if module.params["tail_lines"] < 0:
         module.fail_json(msg=f"tail_lines={module.params['tail_lines']} must be 0 or more.")
-    active = unit_active(module, module.params["unit"])
-    module.exit_json(changed=False, **read_status(module.params["path"], module.params["tail_lines"], active))
+    status = read_status(module.params["path"], module.params["tail_lines"],
+                         lambda: unit_active(module, module.params["unit"]))
+    module.exit_json(changed=False, **status)
 
 
 if __name__ == "__main__":

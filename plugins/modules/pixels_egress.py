@@ -101,10 +101,12 @@ options:
     default: 300
   resolve_timeout:
     description:
-      - Seconds each domain lookup may take while the task runs (all run in parallel). The
-        timer's lookups get at least 5 seconds.
+      - Seconds each domain lookup may take while the task runs (all run in parallel). A cold
+        recursive lookup through a homelab resolver can take over a second; a domain that misses
+        it is reported in RV(policy.unresolved) until the next refresh. The timer's lookups get
+        at least 5 seconds.
     type: float
-    default: 1.0
+    default: 3.0
 extends_documentation_fragment:
   - homelab.pixels.connection
   - homelab.pixels.connection.module
@@ -241,7 +243,7 @@ def main():
             host_layer=dict(type="str", default="auto", choices=["auto", "acl", "nftables", "none"]),
             host_table=dict(type="str", default="pixels_egress"),
             refresh_interval=dict(type="int", default=300),
-            resolve_timeout=dict(type="float", default=1.0),
+            resolve_timeout=dict(type="float", default=3.0),
         ),
         supports_check_mode=True,
     )

@@ -32,6 +32,21 @@ def in_sandbox(instance, command, check=True):
     return incus_cli("exec", instance, "--", "sh", "-c", command, check=check).stdout
 
 
+def wait_booted(instance, timeout=60):
+    """Until systemd has finished booting (running or degraded); its bus may not be up yet."""
+    in_sandbox(instance, f"end=$(($(date +%s) + {timeout})); while [ $(date +%s) -lt $end ]; do "
+                         "case $(timeout $((end - $(date +%s))) systemctl is-system-running --wait 2>/dev/null) in "
+                         "running|degraded) exit 0 ;; esac; sleep 1; done; exit 1")
+
+
+def wait_ready(instance, timeout=60):
+    """Until boot has finished and systemd-resolved has the DHCP servers: the address shows up
+    in Incus a moment before dhclient's hook has handed them over."""
+    wait_booted(instance, timeout)
+    in_sandbox(instance, f"for i in $(seq {timeout * 5}); do grep -q '^nameserver' /run/systemd/resolve/resolv.conf "
+                         "2>/dev/null && exit 0; sleep 0.2; done; exit 1")
+
+
 def instance_names(client):
     # recursion=1: pylxd's name-only listing keeps "?project=..." in the names
     return sorted(i["name"] for i in client.api.instances.get(params={"recursion": 1}).json()["metadata"])

@@ -115,12 +115,36 @@ def test_builtin_dev_base_has_the_tools(ansible, incus, cleanup, dev_base):
     assert config("px-bs-devbox", "user.pixels.base") == "dev"
 
 
+# Holds dpkg's frontend lock; with release, lets go once an apt-get install has waited 2 s for
+# it (apt-get update before it takes another lock and its length depends on the mirror).
 HOLD_LOCK = """\
-- name: Hold dpkg's lock for {seconds} s, as unattended-upgrades would
-  ansible.builtin.shell: >-
-    nohup python3 -c 'import fcntl, time; f = open("/var/lib/dpkg/lock-frontend", "w");
-    fcntl.lockf(f, fcntl.LOCK_EX); open("/run/bs-locked", "w").close(); time.sleep({seconds})'
-    >/dev/null 2>&1 &
+- name: Hold dpkg's lock for up to {seconds} s, as unattended-upgrades would
+  ansible.builtin.copy:
+    dest: /run/bs-hold.py
+    mode: "0644"
+    content: |
+      import fcntl, glob, time
+      def installing():
+          for path in glob.glob("/proc/[0-9]*/cmdline"):
+              try:
+                  args = open(path, "rb").read().split(b"\\0")
+              except OSError:
+                  continue
+              if args[0].endswith(b"apt-get") and b"install" in args:
+                  return True
+          return False
+      lock = open("/var/lib/dpkg/lock-frontend", "w")
+      fcntl.lockf(lock, fcntl.LOCK_EX)
+      open("/run/bs-locked", "w").close()
+      deadline, seen = time.monotonic() + {seconds}, None
+      while time.monotonic() < deadline:
+          if {release} and installing():
+              seen = seen or time.monotonic()
+              if time.monotonic() - seen > 2:
+                  break
+          time.sleep(0.2)
+- name: Start the holder
+  ansible.builtin.shell: nohup python3 /run/bs-hold.py >/dev/null 2>&1 &
 - name: Wait until it holds it
   ansible.builtin.wait_for: {{path: /run/bs-locked, timeout: 30}}
 - name: Install with the lock taken
@@ -134,7 +158,7 @@ HOLD_LOCK = """\
 
 
 def test_apt_waits_for_a_held_lock(ansible, incus, cleanup, tmp_path):
-    (tmp_path / "hold.yml").write_text(HOLD_LOCK.format(seconds=8, timeout=120, retries=1))
+    (tmp_path / "hold.yml").write_text(HOLD_LOCK.format(seconds=120, release=True, timeout=120, retries=1))
     data = {"pixels_bases": [{"name": "bs-lock", "image": IMAGE, "setup": str(tmp_path / "hold.yml")}]}
     run = ok(site(ansible, tmp_path, data))
     apt = run.result(ROLE + "apt-get install hello", host="px-base-bs-lock")
@@ -143,7 +167,7 @@ def test_apt_waits_for_a_held_lock(ansible, incus, cleanup, tmp_path):
 
 
 def test_apt_gives_up_with_a_clear_message(ansible, incus, cleanup, tmp_path):
-    (tmp_path / "hold.yml").write_text(HOLD_LOCK.format(seconds=300, timeout=1, retries=1))
+    (tmp_path / "hold.yml").write_text(HOLD_LOCK.format(seconds=300, release=False, timeout=1, retries=1))
     data = {"pixels_bases": [{"name": "bs-lock2", "image": IMAGE, "setup": str(tmp_path / "hold.yml")}]}
     message = failure(site(ansible, tmp_path, data))
     assert "apt-get could not install hello in px-base-bs-lock2 after 2 attempts" in message

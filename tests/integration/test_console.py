@@ -119,7 +119,12 @@ def test_session_survives_a_disconnect(console):
     first.send("echo $$ > /tmp/console-pid; echo ready-$((40+2))")
     first.expect("ready-42")
     first.drop()
+    # tmux notices the dropped client when sshd closes its terminal, a moment later
+    deadline = time.monotonic() + 30
     listing = ssh(console, "pixels-session", "list").stdout
+    while not listing.startswith("console detached ") and time.monotonic() < deadline:
+        time.sleep(0.5)
+        listing = ssh(console, "pixels-session", "list").stdout
     assert listing.startswith("console detached "), listing
     second = Login(console["config"], INSTANCE)
     second.expect("[console]")

@@ -92,7 +92,7 @@ def test_status_absent_before(box):
 def test_play_returns_while_installing(box):
     first = box["first"]
     assert first.rc == 0 and first.changed > 0, first.stdout[-3000:]
-    assert box["returned_after"] < 60, box["returned_after"]
+    assert box["returned_after"] < 180, box["returned_after"]  # a bound for a loaded machine; seen[0] is the proof
     assert box["seen"][0] in ("pending", "running"), box["seen"]
     assert "running" in box["seen"] and box["seen"][-1] == "done", box["seen"]
 
@@ -155,7 +155,7 @@ def test_mise_route(box):
     box_ = box["box"]
     start = time.perf_counter()
     run = box_.devtools(pixels_devtools_tools={"node": "22", "claude": "2.1.0", "npm:prettier": "latest"})
-    assert run.rc == 0 and time.perf_counter() - start < 60, run.stdout[-3000:]
+    assert run.rc == 0 and time.perf_counter() - start < 180, run.stdout[-3000:]
     config = in_sandbox(INSTANCE, "cat /home/pixel/.config/mise/config.toml; stat -c %U /home/pixel/.config/mise/config.toml")
     assert '"node" = "22"' in config
     assert '"npm:@anthropic-ai/claude-code" = "2.1.0"' in config

@@ -67,9 +67,28 @@ def test_running_without_the_unit_is_failed(tmp_path):
     """A sandbox stopped or cloned mid-install: no step waits forever."""
     write_status(tmp_path, [("node", "done"), ("claude", "running"), ("codex", "pending")])
     (tmp_path / "claude.log").write_text("added 3 packages\n")
-    assert read_status(str(tmp_path), unit_active=True)["state"] == "running"
-    assert read_status(str(tmp_path), unit_active=None)["state"] == "running"
-    status = read_status(str(tmp_path), unit_active=False)
+    assert read_status(str(tmp_path), unit_active=lambda: True)["state"] == "running"
+    assert read_status(str(tmp_path), unit_active=lambda: None)["state"] == "running"
+    assert read_status(str(tmp_path))["state"] == "running"
+    status = read_status(str(tmp_path), unit_active=lambda: False)
     assert status["state"] == "failed" and status["failed_steps"] == ["claude"]
     assert status["steps"][1]["log_tail"].startswith("added 3 packages\n(interrupted")
     assert status["steps"][2]["state"] == "pending"
+
+
+def test_a_unit_starting_or_ending_meanwhile_is_not_interrupted(tmp_path):
+    """systemd says inactive just before the unit starts (or just after it ends): the steps it
+    changed in between are what they say, not interrupted."""
+    write_status(tmp_path, [("node", "pending"), ("claude", "pending")])
+
+    def starts_now():
+        write_status(tmp_path, [("node", "running"), ("claude", "pending")])
+        return False
+    status = read_status(str(tmp_path), unit_active=starts_now)
+    assert status["state"] == "running" and status["failed_steps"] == []
+
+    def ends_now():
+        write_status(tmp_path, [("node", "done"), ("claude", "done")])
+        return False
+    write_status(tmp_path, [("node", "done"), ("claude", "running")])
+    assert read_status(str(tmp_path), unit_active=ends_now)["state"] == "done"
