@@ -61,14 +61,7 @@ def release_host_layer(backend, instance, sandbox):
     if len(recorded) < 3 or recorded[0] != "nftables" or not _is_local(backend) \
             or egress_host.nft_available() is not None:
         return False
-    table = recorded[2]
-    current = egress_host.read_host_table(table)
-    if egress_host.chain_name(instance, backend.project) not in current["chains"]:
-        return False
-    egress_host.apply_host_rules(table, egress_host.render_host_rules(
-        table, instance, [], [], None, current, backend.project))
-    egress_host.drop_empty_table(table)
-    return True
+    return egress_host.update_host_rules(recorded[2], instance, [], [], None, backend.project)
 
 
 def host_layer(backend, instance, sandbox, view, choice, table, check_mode):
@@ -82,13 +75,12 @@ def host_layer(backend, instance, sandbox, view, choice, table, check_mode):
             if not check_mode:
                 egress_host.remove_acl(backend, instance)
         if _is_local(backend) and egress_host.nft_available() is None:
-            current = egress_host.read_host_table(table)
-            if egress_host.chain_name(instance, backend.project) in current["chains"]:
+            if check_mode:
+                current = egress_host.read_host_table(table)
+                changed = changed or egress_host.chain_name(instance, backend.project) in current["chains"]
+            elif egress_host.update_host_rules(table, instance, [], [], None, backend.project,
+                                               live_instances(backend)):
                 changed = True
-                if not check_mode:
-                    egress_host.apply_host_rules(table, egress_host.render_host_rules(
-                        table, instance, [], [], None, current, backend.project, live_instances(backend)))
-                    egress_host.drop_empty_table(table)
         if recorded and not check_mode:
             set_config(backend, instance, {egress_host.META_HOST: ""})
         return "none", changed or bool(recorded), None
@@ -133,9 +125,8 @@ def host_layer(backend, instance, sandbox, view, choice, table, check_mode):
                 table, instance, addresses4, addresses6, current, backend.project):
             return "nftables", False, None
         if not check_mode:
-            script = egress_host.render_host_rules(table, instance, addresses4, addresses6, view, current,
-                                                   backend.project, live_instances(backend))
-            egress_host.apply_host_rules(table, script)
+            egress_host.update_host_rules(table, instance, addresses4, addresses6, view, backend.project,
+                                          live_instances(backend))
             set_config(backend, instance, {egress_host.META_HOST: f"nftables {wanted} {table}"})
         return "nftables", True, None
     if not check_mode and recorded != ["none"]:

@@ -11,6 +11,8 @@ by trying: Incus refuses to attach an ACL that its kernel cannot enforce.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import ipaddress
 import json
@@ -297,3 +299,27 @@ def drop_empty_table(table):
     current = read_host_table(table)
     if current["exists"] and not [c for c in current["chains"] if c.startswith("sb_")]:
         _nft(["delete", "table", "inet", table])
+
+
+@contextlib.contextmanager
+def table_lock(table):
+    """Holds the host's lock on ``table``: parallel tasks (forks, other playbooks) would render
+    from the same read, add the base rules twice and delete a gone chain twice, which nft refuses."""
+    directory = "/run/lock" if os.path.isdir("/run/lock") else "/run"
+    with open(os.path.join(directory, f"pixels-egress-{table}.lock"), "a", encoding="utf-8") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+
+
+def update_host_rules(table, instance, sandbox_ipv4, sandbox_ipv6, view, project="default", live=None):
+    """Read, render and load under the table's lock. ``view`` None removes the sandbox's rules
+    (and the table once no sandbox is left); then False when it had none."""
+    with table_lock(table):
+        current = read_host_table(table)
+        if view is None and chain_name(instance, project) not in current["chains"]:
+            return False
+        apply_host_rules(table, render_host_rules(table, instance, sandbox_ipv4, sandbox_ipv6, view, current,
+                                                  project, live))
+        if view is None:
+            drop_empty_table(table)
+        return True
