@@ -79,6 +79,7 @@ STATE_FILE = EGRESS_DIR + "/state.json"
 MANIFEST_FILE = EGRESS_DIR + "/manifest"
 SUDOERS_FILE = "/etc/sudoers.d/pixel"
 TABLE = "pixels_egress"
+RESOLVE_TIMEOUT = 3.0  # seconds per lookup while a task runs (the module's default)
 
 _LABEL = r"(?!-)[a-z0-9-]{1,63}(?<!-)"
 _DOMAIN_RE = re.compile(rf"^(?:{_LABEL}\.)+(?:[a-z][a-z0-9-]{{0,62}}(?<!-))$")
@@ -251,7 +252,7 @@ def bundle(files, installer):
     return buffer.getvalue()
 
 
-def installer(policy, files, resolve_timeout=3.0, reuse=False):
+def installer(policy, files, resolve_timeout=RESOLVE_TIMEOUT, reuse=False):
     return render(templates.INSTALL, mode=policy["mode"], table=TABLE, egress_dir=EGRESS_DIR,
                   resolve_timeout=float(resolve_timeout), reuse=reuse,
                   paths=sorted(files), sudoers=SUDOERS_FILE, network_units=templates.NETWORK_UNITS,
@@ -291,7 +292,7 @@ def table_loaded(backend, instance):
     return result.rc == 0
 
 
-def install(backend, instance, policy, files, resolve_timeout=3.0, reuse=False):
+def install(backend, instance, policy, files, resolve_timeout=RESOLVE_TIMEOUT, reuse=False):
     """Ship and run the installer; the state it prints (resolution) as a dict.
 
     ``reuse``: keep the addresses the sandbox resolved last (at most one timer interval old)

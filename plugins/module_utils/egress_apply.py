@@ -141,7 +141,7 @@ def apply(backend, instance, params, check_mode):
     interval = int(params.get("refresh_interval") or 300)
     if interval < 10:
         raise PixelsError(f"refresh_interval={interval} is too short: use at least 10 seconds (default 300).")
-    timeout = float(params.get("resolve_timeout") or 3.0)
+    timeout = float(params.get("resolve_timeout") or egress.RESOLVE_TIMEOUT)
     if not 0.1 <= timeout <= 30:
         raise PixelsError(f"resolve_timeout={timeout} must be between 0.1 and 30 seconds.")
     sandbox, current, manifest_text, state = read(backend, instance)
