@@ -7,6 +7,7 @@ even when a test fails; the project itself is deleted at the end of the session.
 import json
 import os
 import subprocess
+import time
 
 import pylxd
 import pytest
@@ -30,6 +31,15 @@ def incus_cli(*args, check=True, timeout=300):
 def in_sandbox(instance, command, check=True):
     """Run a shell command inside an instance; its stdout."""
     return incus_cli("exec", instance, "--", "sh", "-c", command, check=check).stdout
+
+
+def wait_for(check, timeout=30, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"timed out waiting for {what}")
 
 
 def wait_booted(instance, timeout=60):

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from conftest import in_sandbox, incus_cli
+from conftest import in_sandbox, incus_cli, wait_for
 
 NAME = "cs-box"
 INSTANCE = "px-" + NAME
@@ -120,12 +120,8 @@ def test_session_survives_a_disconnect(console):
     first.expect("ready-42")
     first.drop()
     # tmux notices the dropped client when sshd closes its terminal, a moment later
-    deadline = time.monotonic() + 30
-    listing = ssh(console, "pixels-session", "list").stdout
-    while not listing.startswith("console detached ") and time.monotonic() < deadline:
-        time.sleep(0.5)
-        listing = ssh(console, "pixels-session", "list").stdout
-    assert listing.startswith("console detached "), listing
+    wait_for(lambda: ssh(console, "pixels-session", "list").stdout.startswith("console detached "),
+             what="pixels-session list to show the console detached")
     second = Login(console["config"], INSTANCE)
     second.expect("[console]")
     second.send('echo "same-$(cat /tmp/console-pid)-$$-shell"')

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from conftest import IMAGE, PROJECT, in_sandbox, incus_cli, wait_booted, wait_ready
+from conftest import IMAGE, PROJECT, in_sandbox, incus_cli, wait_booted, wait_for, wait_ready
 
 BOX = "eg-box"
 INSTANCE = "px-eg-box"
@@ -80,15 +80,6 @@ def wait_address(instance, family="inet", timeout=60):
             return found
         time.sleep(0.3)
     raise AssertionError(f"{instance} got no {family} address")
-
-
-def wait_for(check, timeout=30, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def serve(instance):
@@ -224,6 +215,7 @@ def test_bad_input_fails_clearly_and_changes_nothing(ansible, box):
         (dict(deny=[web2]), f"deny: {web2} is not in the allowlist policy"),
         (dict(mode="unrestricted", allow=[web2]), "allow has no effect with mode=unrestricted"),
         (dict(refresh_interval=1), "refresh_interval=1"),
+        (dict(resolve_timeout=60), "resolve_timeout=60.0 must be between 0.1 and 30"),
         (dict(user="root"), "user='root'"),
         (dict(host_table="bad-name"), "host_table='bad-name'"),
     ]
