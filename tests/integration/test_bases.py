@@ -115,8 +115,9 @@ def test_builtin_dev_base_has_the_tools(ansible, incus, cleanup, dev_base):
     assert config("px-bs-devbox", "user.pixels.base") == "dev"
 
 
-# Holds dpkg's frontend lock; with release, lets go once an apt-get install has waited 2 s for
-# it (apt-get update before it takes another lock and its length depends on the mirror).
+# Holds dpkg's frontend lock; with release, lets go 2 s after an apt-get install is seen sleeping
+# between its lock attempts (it has failed to get the lock once and said so). Not a fixed time
+# after the process appears: on a loaded machine apt-get can take longer than that to reach it.
 HOLD_LOCK = """\
 - name: Hold dpkg's lock for up to {seconds} s, as unattended-upgrades would
   ansible.builtin.copy:
@@ -124,21 +125,22 @@ HOLD_LOCK = """\
     mode: "0644"
     content: |
       import fcntl, glob, time
-      def installing():
-          for path in glob.glob("/proc/[0-9]*/cmdline"):
+      NANOSLEEP = {{"35", "230", "101", "115"}}  # nanosleep, clock_nanosleep: x86_64, arm64
+      def waiting():
+          for proc in glob.glob("/proc/[0-9]*"):
               try:
-                  args = open(path, "rb").read().split(b"\\0")
-              except OSError:
+                  args = open(proc + "/cmdline", "rb").read().split(b"\\0")
+                  if args[0].endswith(b"apt-get") and b"install" in args:
+                      return open(proc + "/syscall").read().split()[0] in NANOSLEEP
+              except (OSError, IndexError):
                   continue
-              if args[0].endswith(b"apt-get") and b"install" in args:
-                  return True
           return False
       lock = open("/var/lib/dpkg/lock-frontend", "w")
       fcntl.lockf(lock, fcntl.LOCK_EX)
       open("/run/bs-locked", "w").close()
       deadline, seen = time.monotonic() + {seconds}, None
       while time.monotonic() < deadline:
-          if {release} and installing():
+          if {release} and waiting():
               seen = seen or time.monotonic()
               if time.monotonic() - seen > 2:
                   break
