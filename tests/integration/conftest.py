@@ -33,12 +33,14 @@ def in_sandbox(instance, command, check=True):
     return incus_cli("exec", instance, "--", "sh", "-c", command, check=check).stdout
 
 
-def wait_for(check, timeout=30, what="condition"):
+def wait_for(check, timeout=30, what="condition", interval=0.5):
+    """Until check() returns something true; that value."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.5)
+        value = check()
+        if value:
+            return value
+        time.sleep(interval)
     raise AssertionError(f"timed out waiting for {what}")
 
 

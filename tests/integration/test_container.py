@@ -2,9 +2,8 @@
 
 import re
 import subprocess
-import time
 
-from conftest import in_sandbox, incus_cli, snapshot_names
+from conftest import in_sandbox, incus_cli, snapshot_names, wait_for
 
 
 def test_create_from_image_then_idempotent(ansible, incus, cleanup):
@@ -104,13 +103,10 @@ KEYS_MATCH = ("for t in rsa ecdsa ed25519; do k=/etc/ssh/ssh_host_${t}_key; "
 
 def served_host_key(address):
     """The ed25519 host key sshd at ``address`` presents, once it answers."""
-    for _attempt in range(50):
-        served = subprocess.run(["ssh-keyscan", "-T", "5", "-t", "ed25519", address], capture_output=True,
-                                text=True, check=False).stdout.split()
-        if served:
-            return " ".join(served[1:3])
-        time.sleep(0.2)
-    return None
+    def served():
+        return subprocess.run(["ssh-keyscan", "-T", "5", "-t", "ed25519", address], capture_output=True,
+                              text=True, check=False).stdout.split()[1:3]
+    return " ".join(wait_for(served, timeout=60, what=f"sshd at {address}", interval=0.2))
 
 
 def identity_of(name):

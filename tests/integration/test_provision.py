@@ -12,7 +12,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from conftest import in_sandbox, incus_cli
+from conftest import in_sandbox, incus_cli, wait_for
 from test_connection import host_line, no_traceback, write_inventory
 
 NAME = "pv-prov"
@@ -45,12 +45,9 @@ def make_key(directory, name="id_ed25519"):
 
 
 def ipv4(instance):
-    for _attempt in range(100):
-        out = incus_cli("list", instance, "-c4", "-f", "csv").stdout.split()
-        if out:
-            return out[0]
-        time.sleep(0.2)
-    raise AssertionError(f"{instance} has no IPv4 address")
+    addresses = wait_for(lambda: incus_cli("list", instance, "-c4", "-f", "csv").stdout.split(), timeout=60,
+                         what=f"an IPv4 address on {instance}", interval=0.2)
+    return addresses[0]
 
 
 def ssh(instance, user, key, command, env=None):
