@@ -45,9 +45,9 @@ def make_key(directory, name="id_ed25519"):
 
 
 def ipv4(instance):
-    addresses = wait_for(lambda: incus_cli("list", instance, "-c4", "-f", "csv").stdout.split(), timeout=60,
-                         what=f"an IPv4 address on {instance}", interval=0.2)
-    return addresses[0]
+    def addresses():
+        return incus_cli("list", instance, "-c4", "-f", "csv").stdout.split()
+    return wait_for(addresses, timeout=60, what=f"an IPv4 address on {instance}", interval=0.2)[0]
 
 
 def ssh(instance, user, key, command, env=None):
