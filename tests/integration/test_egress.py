@@ -5,9 +5,9 @@ Incus' DNS as <name>.incus); eg-far sits on a second bridge (egbr1), so traffic 
 through the host, where the host nftables layer sees it. Escape attempts run as `pixel`.
 """
 
+import functools
 import json
 import subprocess
-import time
 
 import pytest
 
@@ -73,13 +73,7 @@ def address(instance, family="inet"):
 
 
 def wait_address(instance, family="inet", timeout=60):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = address(instance, family)
-        if found:
-            return found
-        time.sleep(0.3)
-    raise AssertionError(f"{instance} got no {family} address")
+    return wait_for(functools.partial(address, instance, family), timeout, f"a {family} address on {instance}", 0.3)
 
 
 def serve(instance):
