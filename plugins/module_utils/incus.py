@@ -11,6 +11,7 @@ import os
 import re
 import secrets
 import time
+import urllib.parse
 import warnings
 
 try:
@@ -50,6 +51,8 @@ from ansible_collections.homelab.pixels.plugins.module_utils.instance_identity i
 from ansible_collections.homelab.pixels.plugins.module_utils.names import sandbox_name
 
 POLL_INTERVAL = 0.05
+# Incus refuses to start an instance whose name another instance on the same bridge has (DNS).
+_DNS_CLASH_RE = re.compile(r'Instance DNS name "([^"]+)" already used on network')
 _FINGERPRINT_RE = re.compile(r"^[0-9a-f]{12,64}$")
 
 
@@ -328,7 +331,41 @@ class IncusBackend(IncusIO, Backend):
             self._wait(response)
 
     def start(self, instance):
-        self._set_state(instance, "start")
+        try:
+            self._set_state(instance, "start")
+        except PixelsError as exc:
+            clash = _DNS_CLASH_RE.search(exc.message)
+            if not clash:
+                raise
+            raise PixelsError(self._dns_clash_message(instance, clash.group(1))) from exc
+
+    def _dns_clash_message(self, instance, dns_name):
+        """Who else uses ``dns_name`` on the bridges of ``instance``: Incus only says that someone does."""
+        with self._errors(f"reading {instance}"):
+            data = self._instance_data(instance) or {}
+        networks = {device.get("network") or device.get("parent")
+                    for device in (data.get("expanded_devices") or {}).values() if device.get("type") == "nic"}
+        networks.discard(None)
+        where = " or ".join(sorted(networks)) or "its network"
+        owners = set()
+        for network in sorted(networks):
+            try:
+                used_by = self.client.api.networks[network].get().json()["metadata"].get("used_by") or []
+            except (pylxd_errors.LXDAPIException, requests.exceptions.RequestException):
+                continue  # the message goes out without the owner rather than not at all
+            for url in used_by:
+                parsed = urllib.parse.urlsplit(url)
+                if parsed.path == f"/1.0/instances/{dns_name}":
+                    project = urllib.parse.parse_qs(parsed.query).get("project", ["default"])[0]
+                    if project != self.project:
+                        owners.add(project)
+        owners = sorted(owners)
+        who = (f"by an instance of project {', '.join(repr(owner) for owner in owners)}" if owners
+               else "by an instance of another project")
+        return (f"Cannot start {instance}: its name {dns_name!r} is already used on network {where} {who} "
+                f"(Incus gives each instance on a bridge its DNS name). Choose another sandbox name, remove that "
+                f"instance, or give project {self.project!r} a bridge of its own: `incus network create BRIDGE` and "
+                f"a profile of the project whose eth0 NIC uses it (README: 'A project of its own').")
 
     def stop(self, instance, timeout=30):
         try:

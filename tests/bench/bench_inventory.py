@@ -28,7 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 from conftest import COLLECTIONS_ROOT, ROOT  # noqa: E402  (makes ansible_collections.homelab.pixels importable)
-from benchlib import IMAGE, SOCKET, arguments, figure  # noqa: E402
+from benchlib import IMAGE, SOCKET, arguments, create_project, drop_project, figure  # noqa: E402
 
 PROJECT = "pixels-bench-inv"
 SOURCE = "px-binv-src"
@@ -56,9 +56,7 @@ def delete_all():
 
 
 def setup(count):
-    if subprocess.run(["incus", "project", "show", PROJECT], capture_output=True, check=False).returncode:
-        subprocess.run(["incus", "project", "create", PROJECT, "-c", "features.images=false",
-                        "-c", "features.profiles=false"], capture_output=True, check=True)
+    create_project(None, PROJECT)
     delete_all()  # leftovers of an interrupted run
     incus("init", IMAGE, SOURCE, "-c", "limits.cpu=1", "-c", "limits.memory=512MiB",
           "-c", f"user.pixels.image={IMAGE}")
@@ -73,7 +71,7 @@ def setup(count):
 
 def teardown():
     delete_all()
-    subprocess.run(["incus", "project", "delete", PROJECT], capture_output=True, check=False)
+    drop_project(None, PROJECT)
 
 
 def bench_collections():

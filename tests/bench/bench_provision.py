@@ -51,13 +51,13 @@ def delete(*names):
 
 
 class Runner:
-    def __init__(self, workdir):
+    def __init__(self, workdir, gateway):
         self.workdir = workdir
         key = Ed25519PrivateKey.generate().public_key()
         self.vars = {
             "pixels_ssh_keys": [key.public_bytes(serialization.Encoding.OpenSSH,
                                                  serialization.PublicFormat.OpenSSH).decode()],
-            "pixels_dns": ["10.123.0.1"],
+            "pixels_dns": [gateway],
             "pixels_env": {"EDITOR": "vim", "TOKEN": {"forward": True}},
             "pixels_ca_certificates": ["/etc/ssl/certs/ca-certificates.crt"],
         }
@@ -93,7 +93,7 @@ def main():
     args = arguments(__doc__, 3)
 
     admin = pylxd.Client(endpoint=SOCKET)
-    create_project(admin, PROJECT)
+    gateway = create_project(admin, PROJECT)
     backend = IncusBackend(socket=SOCKET, project=PROJECT)
     figures = {key: [] for key in ("empty: create + address", "empty: provision role",
                                    "clone: clone + address", "clone: provision role (quick check)",
@@ -102,7 +102,7 @@ def main():
     quick_runs = 0
     try:
         with tempfile.TemporaryDirectory() as workdir:
-            runner = Runner(workdir)
+            runner = Runner(workdir, gateway)
             for i in range(args.rounds):
                 name = f"px-pv-bench-empty{i}"
                 names.append(name)

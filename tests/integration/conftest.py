@@ -12,12 +12,17 @@ import time
 import pylxd
 import pytest
 
+import isolated
 from tls_fixtures import fingerprint, make_cert, tls_stand_in
 
 
 SOCKET = os.environ.get("PIXELS_TEST_SOCKET", "/var/lib/incus/unix.socket")
 PROJECT = os.environ.get("PIXELS_TEST_PROJECT", "pixels-test")
 IMAGE = os.environ.get("PIXELS_TEST_IMAGE", "debian/12")
+# The test project's own bridge (see tests/isolated.py) and its host address: the sandboxes'
+# gateway and DNS server. Made here, at collection, so that module constants can use it.
+NETWORK = os.environ.get("PIXELS_TEST_NETWORK") or isolated.bridge_name(PROJECT)
+GATEWAY = isolated.ensure_bridge(NETWORK, PROJECT) if os.path.exists(SOCKET) else "192.0.2.1"
 
 
 def incus_cli(*args, check=True, timeout=300):
@@ -104,9 +109,8 @@ def incus_admin():
 @pytest.fixture(scope="session")
 def incus(incus_admin, tmp_path_factory):
     """pylxd client on the test project, with the PIXELS_* environment pointing at it."""
-    if not incus_admin.projects.exists(PROJECT):
-        # Share the default project's images and profiles (bridge NIC, root disk).
-        incus_admin.projects.create(PROJECT, config={"features.images": "false", "features.profiles": "false"})
+    # The default project's images; a profile of its own with eth0 on the tests' bridge.
+    isolated.ensure_project(PROJECT, NETWORK)
     client = pylxd.Client(endpoint=SOCKET, project=PROJECT)
     delete_instances(client)  # leftovers of an interrupted run
     saved = dict(os.environ)
@@ -125,10 +129,8 @@ def incus(incus_admin, tmp_path_factory):
     os.environ.update(saved)
     delete_instances(client)
     drop_host_egress_rules()
-    try:
-        incus_admin.projects.get(PROJECT).delete()
-    except Exception as exc:  # reported, not fatal: the next run reuses it
-        print(f"could not delete project {PROJECT}: {exc}")
+    for problem in isolated.drop(PROJECT, NETWORK):  # reported, not fatal: the next run reuses them
+        print(f"could not delete {problem}")
 
 
 @pytest.fixture

@@ -1,6 +1,6 @@
 """pixels_egress and pixels_egress_info against the real Incus.
 
-Two helper containers serving HTTP play the internet (eg-web1, eg-web2 on incusbr0, found by
+Two helper containers serving HTTP play the internet (eg-web1, eg-web2 on the tests' bridge, found by
 Incus' DNS as <name>.incus); eg-far sits on a second bridge (egbr1), so traffic to it is routed
 through the host, where the host nftables layer sees it. Escape attempts run as `pixel`.
 """
@@ -11,7 +11,7 @@ import subprocess
 
 import pytest
 
-from conftest import IMAGE, PROJECT, in_sandbox, incus_cli, wait_booted, wait_for, wait_ready
+from conftest import GATEWAY, IMAGE, PROJECT, in_sandbox, incus_cli, wait_booted, wait_for, wait_ready
 
 BOX = "eg-box"
 INSTANCE = "px-eg-box"
@@ -98,7 +98,7 @@ def host_routes():
 
 @pytest.fixture(scope="module")
 def world(incus):
-    """web1, web2 on incusbr0, far on a second bridge; the sandbox eg-box with a user pixel."""
+    """web1, web2 on the tests' bridge, far on a second bridge; the sandbox eg-box with a user pixel."""
     made = []
     network = None
     try:
@@ -149,7 +149,7 @@ def test_allowlist_allows_one_helper_refuses_the_other(ansible, box):
     assert first["changed"]
     policy = first["policy"]
     assert policy["mode"] == "allowlist" and policy["domains"] == [web1] and policy["unresolved"] == []
-    assert policy["resolved"][web1] == [address(WEB1)] and policy["resolvers"] == ["10.123.0.1"]
+    assert policy["resolved"][web1] == [address(WEB1)] and policy["resolvers"] == [GATEWAY]
     assert policy["host_layer"] == "nftables"
     assert reaches(box, web1)
     assert not reaches(box, web2)
@@ -392,7 +392,7 @@ def test_refresh_reresolves_and_restores_the_table(ansible, box):
     refreshed = json.loads(in_sandbox(box, ": > /run/eg-empty; mount --bind /run/eg-empty /run/systemd/resolve/resolv.conf; "
                                            "{ sleep 2; umount /run/systemd/resolve/resolv.conf; } & "
                                            "/usr/local/sbin/pixels-egress-refresh"))
-    assert refreshed["resolvers"] == ["10.123.0.1"], refreshed
+    assert refreshed["resolvers"] == [GATEWAY], refreshed
 
 
 def test_host_layer_holds_when_root_flushes_the_sandbox_rules(ansible, box, world):

@@ -12,14 +12,14 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from conftest import in_sandbox, incus_cli, wait_for
+from conftest import GATEWAY, in_sandbox, incus_cli, wait_for
 from test_connection import host_line, no_traceback, write_inventory
 
 NAME = "pv-prov"
 INSTANCE = "px-" + NAME
 HOST_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 # The bridge's resolver answers; TEST-NET-1 only shows the order is kept.
-DNS = ["10.123.0.1", "192.0.2.53"]
+DNS = [GATEWAY, "192.0.2.53"]
 SECRET = "s3ssion-only-Zq81"
 FORWARDED = "f0rwarded-Kx27"
 
@@ -211,7 +211,7 @@ def test_sudo_left_to_restricted_egress(ansible, sandbox):
 def test_dns_back_to_dhcp(ansible, sandbox):
     run = provision(ansible, sandbox["workdir"], INSTANCE, dict(sandbox["vars"], pixels_dns=[]))
     assert run.rc == 0 and run.changed > 0, run.stdout[-3000:]
-    assert in_sandbox(INSTANCE, "resolvectl dns | sed -n 's/^Global: *//p'").split() == ["10.123.0.1"]
+    assert in_sandbox(INSTANCE, "resolvectl dns | sed -n 's/^Global: *//p'").split() == [GATEWAY]
     assert in_sandbox(INSTANCE, "test -e /etc/systemd/resolved.conf.d/pixels.conf || echo gone").strip() == "gone"
 
 

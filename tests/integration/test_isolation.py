@@ -1,0 +1,68 @@
+"""The tests' project never meets the user's sandboxes, and a name clash on a shared bridge is
+explained, naming the project that holds the name.
+
+Incus refuses to start an instance whose DNS name another instance on the same bridge has,
+whatever its project: with the tests on the user's bridge, `make site` (px-base-dev, px-demo)
+followed by `make test` failed. The tests' project has a bridge of its own (tests/isolated.py).
+"""
+
+import json
+import secrets
+
+import pytest
+
+import isolated
+from conftest import NETWORK, PROJECT, incus_cli, instance_names
+from test_bad_input import failed
+
+
+def nic_networks(project, profile="default"):
+    shown = json.loads(isolated.incus("query", f"/1.0/profiles/{profile}?project={project}").stdout)
+    return {device.get("network") for device in shown["devices"].values() if device.get("type") == "nic"}
+
+
+@pytest.fixture
+def other_project():
+    """A project of another user, dropped afterwards (instances first)."""
+    made = []
+
+    def make(network=None):
+        name = f"{PROJECT}-o{secrets.token_hex(3)}"
+        made.append(name)
+        if network:
+            isolated.ensure_project(name, network)  # a profile of its own on that bridge
+        else:  # like a user's project: the default project's profile, so the user's bridge
+            isolated.incus("project", "create", name, "-c", "features.images=false", "-c", "features.profiles=false")
+        return name
+
+    yield make
+    for name in made:
+        for instance in json.loads(isolated.incus("list", "--project", name, "--format", "json").stdout):
+            isolated.incus("delete", "--force", "--project", name, instance["name"], check=False)
+        isolated.incus("project", "delete", name, check=False)
+
+
+def test_the_tests_bridge_is_not_the_users(incus):
+    assert nic_networks(PROJECT) == {NETWORK}
+    assert NETWORK not in nic_networks("default")
+
+
+def test_a_sandbox_of_the_users_does_not_stop_the_tests_one(ansible, incus, cleanup, other_project):
+    """make site, then make test: the user's px-NAME on the user's bridge, the tests' px-NAME beside it."""
+    name = f"iso-{secrets.token_hex(3)}"
+    users = other_project()
+    isolated.incus("launch", "debian/12", f"px-{name}", "--project", users, "-c", "limits.memory=256MiB")
+    result = ansible.module("pixels_container", name=name)
+    assert not result.get("failed"), result
+    assert incus_cli("list", f"px-{name}", "-c", "s", "-f", "csv").stdout.strip() == "RUNNING"
+
+
+def test_a_name_taken_on_the_bridge_names_the_project_that_holds_it(ansible, incus, cleanup, other_project):
+    name = f"iso-{secrets.token_hex(3)}"
+    neighbour = other_project(NETWORK)  # shares the tests' bridge
+    isolated.incus("launch", "debian/12", f"px-{name}", "--project", neighbour, "-c", "limits.memory=256MiB")
+    before = instance_names(incus)
+    failed(ansible.module("pixels_container", name=name),
+           f"its name 'px-{name}' is already used on network {NETWORK}", f"project '{neighbour}'",
+           "Choose another sandbox name", "a bridge of its own")
+    assert instance_names(incus) == before  # the half-made sandbox is gone
