@@ -148,7 +148,6 @@ import sys
 
 from ansible.errors import AnsibleParserError
 from ansible.plugins.inventory import BaseInventoryPlugin, Cacheable, Constructable
-from ansible.utils.unsafe_proxy import wrap_var
 
 from ansible_collections.homelab.pixels.plugins.module_utils.backend import META_BASE, META_EGRESS
 from ansible_collections.homelab.pixels.plugins.module_utils.errors import PixelsError
@@ -368,11 +367,13 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
         for sandbox in sandboxes:
             if not selected(sandbox, **filters):
                 continue
-            host = wrap_var(sandbox["name"])
+            # Incus allows letters, digits and - in names, and groups are made of those and _: plain
+            # strings, which ansible-core 2.17/2.18 print as they are in --list's host lists.
+            host = template_safe(sandbox["name"])
             hostvars = host_vars(sandbox, settings, connection, ssh_user)
             self.inventory.add_host(host)
             for group in sandbox_groups(sandbox):
-                self.inventory.add_child(self.inventory.add_group(wrap_var(group)), host)
+                self.inventory.add_child(self.inventory.add_group(template_safe(group)), host)
             for key, value in hostvars.items():
                 self.inventory.set_variable(host, key, value)
             # with inventory_hostname and group_names, as in ansible.builtin.constructed

@@ -93,7 +93,12 @@ def sandboxes(ansible, incus, golden):
         clone("web-1")
         clone("web-2")
         clone("api-1", cpu=2, memory=1024)
-        clone("evil", description=PAYLOADS["description"])
+        clone("evil")
+        # with Incus' API, not through a module: ansible-core before 2.19 would render the template
+        # in the module's arguments on the way (as it does any playbook's)
+        subprocess.run(["incus", "query", "-X", "PATCH", f"/1.0/instances/px-evil?project={PROJECT}",
+                        "-d", json.dumps({"description": PAYLOADS["description"]})],
+                       check=True, capture_output=True, timeout=60)
         for name, key, value in (
             ("web-1", "user.pixels.base", "golden"), ("web-1", "user.pixels.egress", "agent"),
             ("web-2", "user.pixels.base", "golden"), ("web-2", "user.pixels.egress", "unrestricted"),
@@ -185,7 +190,10 @@ def test_list_and_host_print_plain_values(inventory, sandboxes):
     path = inventory.write()
     proc = inventory.run(path, "--list")
     assert proc.returncode == 0, proc.stderr
-    hostvars = json.loads(proc.stdout)["_meta"]["hostvars"]
+    listing = json.loads(proc.stdout)
+    hostvars = listing["_meta"]["hostvars"]
+    assert all(path.startswith("._meta.hostvars.evil.") for path in unsafe_markers(listing)), unsafe_markers(listing)
+    assert MINE <= members(listing, "pixels"), "host names are plain in the groups' lists"
     golden = hostvars["golden"]
     assert isinstance(golden["ansible_host"], str) and golden["ansible_host"] == golden["pixels_ipv4"][0]
     for host in MINE - {"evil"}:
