@@ -204,6 +204,11 @@ def test_verbs_and_inventory_from_the_installed_copy(installed, incus):
         assert NAME in json.loads(in_installed(installed, "ansible-inventory", "-i", source, "--host", NAME).stdout
                                   )["pixels_instance"]
 
+        # a command inside it through the installed connection plugin (the inventory's default)
+        inside = in_installed(installed, "ansible", "-i", source, NAME, "-m", "ansible.builtin.raw",
+                              "-a", "cat /etc/hostname").stdout
+        assert f"px-{NAME}" in inside, inside
+
         in_installed(installed, "ansible-playbook", "homelab.pixels.destroy", "-e", f"name={NAME}", "-e", "force=true")
         assert incus_cli("list", f"^px-{NAME}$", "--format", "csv", "-c", "n").stdout.strip() == ""
     finally:
