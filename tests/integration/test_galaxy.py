@@ -72,8 +72,9 @@ def litter(tree):
 
 
 def test_tarball_holds_the_collection_only(tmp_path):
-    """From a checkout littered as after `make venv`, `make test` and molecule: the tarball has
-    exactly the collection's own files, no link tree, no virtualenv, no build leftovers."""
+    """From a checkout littered as after `make venv`, `make test` (pytest-ansible's link tree) and
+    editors: the tarball has exactly the collection's own files, no link tree, no virtualenv, no
+    build leftovers."""
     tree = tmp_path / "checkout"
     files = checkout_files()
     for rel in files:
