@@ -52,4 +52,4 @@ build: venv
 	ansible-galaxy collection build --force --output-path build/
 
 clean:
-	rm -rf build tests/output .pytest_cache
+	rm -rf build tests/output .pytest_cache collections

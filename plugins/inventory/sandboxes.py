@@ -34,8 +34,11 @@ description:
     C(pixels_frozen), C(pixels_error)), C(pixels_base_<base>) for the C(user.pixels.base) key and
     C(pixels_egress_<mode>) for the C(user.pixels.egress) key; characters other than letters,
     digits and C(_) become C(_). C(pixels), C(pixels_running) and C(pixels_stopped) always exist."
-  - Every value read from Incus (names, descriptions, C(user.*) keys, addresses) is marked unsafe,
-    so a sandbox cannot make the controller evaluate a Jinja template.
+  - A value read from Incus (a description, a C(user.*) key, ...) that could be a Jinja template
+    (a string with C({), C(}), C(%) or C(#)) is marked unsafe, so a sandbox cannot make the
+    controller evaluate a template; every other value stays plain, so C(ansible-inventory --list)
+    (what AWX and Automation Platform import) prints C(ansible_host) and the others as plain
+    strings, not as C(__ansible_unsafe) objects.
 author:
   - homelab.pixels developers (@homelab-pixels)
 options:
@@ -145,12 +148,12 @@ import sys
 
 from ansible.errors import AnsibleParserError
 from ansible.plugins.inventory import BaseInventoryPlugin, Cacheable, Constructable
-from ansible.utils.unsafe_proxy import wrap_var
 
 from ansible_collections.homelab.pixels.plugins.module_utils.backend import META_BASE, META_EGRESS
 from ansible_collections.homelab.pixels.plugins.module_utils.errors import PixelsError
 from ansible_collections.homelab.pixels.plugins.module_utils.incus_api import UnixSocketReader
 from ansible_collections.homelab.pixels.plugins.module_utils.settings import CONNECTION_KEYS, resolve
+from ansible_collections.homelab.pixels.plugins.plugin_utils.template_safety import template_safe
 
 # pylxd (module_utils.incus) is imported only for a remote Incus, and not on a cache hit.
 
@@ -208,7 +211,7 @@ def connection_vars(settings, connection=CONNECTION_PLUGIN, ssh_user="pixel"):
 
 
 def sandbox_vars(sandbox, project):
-    """The pixels_* facts and ansible_host of a sandbox dict, every value marked unsafe."""
+    """The pixels_* facts and ansible_host of a sandbox dict; what could template is unsafe."""
     metadata = sandbox.get("metadata") or {}
     hostvars = {
         "pixels_instance": sandbox["instance"],
@@ -229,12 +232,15 @@ def sandbox_vars(sandbox, project):
     }
     if hostvars["pixels_ipv4"]:
         hostvars["ansible_host"] = hostvars["pixels_ipv4"][0]
-    return wrap_var(hostvars)
+    return template_safe(hostvars)
 
 
 def host_vars(sandbox, settings, connection=CONNECTION_PLUGIN, ssh_user="pixel"):
-    """Every host var the plugin sets for a sandbox dict (before compose)."""
-    hostvars = connection_vars(settings, connection, ssh_user)
+    """Every host var the plugin sets for a sandbox dict (before compose).
+
+    The connection settings come from the inventory file, PIXELS_* or config.toml: they go
+    through the same marking as the values from Incus."""
+    hostvars = template_safe(connection_vars(settings, connection, ssh_user))
     hostvars.update(sandbox_vars(sandbox, settings.get("project")))
     return hostvars
 
@@ -361,11 +367,13 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
         for sandbox in sandboxes:
             if not selected(sandbox, **filters):
                 continue
-            host = wrap_var(sandbox["name"])
+            # Incus allows letters, digits and - in names, and groups are made of those and _: plain
+            # strings, which ansible-core 2.17/2.18 print as they are in --list's host lists.
+            host = template_safe(sandbox["name"])
             hostvars = host_vars(sandbox, settings, connection, ssh_user)
             self.inventory.add_host(host)
             for group in sandbox_groups(sandbox):
-                self.inventory.add_child(self.inventory.add_group(wrap_var(group)), host)
+                self.inventory.add_child(self.inventory.add_group(template_safe(group)), host)
             for key, value in hostvars.items():
                 self.inventory.set_variable(host, key, value)
             # with inventory_hostname and group_names, as in ansible.builtin.constructed

@@ -21,6 +21,9 @@ PAYLOADS = {
     "description": f"{{{{ lookup('pipe', 'touch {MARKER}-description') }}}}",
     "egress": f"{{{{ lookup('pipe', 'touch {MARKER}-egress') }}}}",
     "note": f"{{% set x = lookup('pipe', 'touch {MARKER}-note') %}}{{{{ x }}}}",
+    # no "{" at all: Ansible reads the first line as other delimiters for the rest
+    "header": f"#jinja2:variable_start_string:'[[', variable_end_string:']]'\n"
+              f"[[ lookup('pipe', 'touch {MARKER}-header') ]]",
 }
 
 
@@ -90,11 +93,17 @@ def sandboxes(ansible, incus, golden):
         clone("web-1")
         clone("web-2")
         clone("api-1", cpu=2, memory=1024)
-        clone("evil", description=PAYLOADS["description"])
+        clone("evil")
+        # with Incus' API, not through a module: ansible-core before 2.19 would render the template
+        # in the module's arguments on the way (as it does any playbook's)
+        subprocess.run(["incus", "query", "-X", "PATCH", f"/1.0/instances/px-evil?project={PROJECT}",
+                        "-d", json.dumps({"description": PAYLOADS["description"]})],
+                       check=True, capture_output=True, timeout=60)
         for name, key, value in (
             ("web-1", "user.pixels.base", "golden"), ("web-1", "user.pixels.egress", "agent"),
             ("web-2", "user.pixels.base", "golden"), ("web-2", "user.pixels.egress", "unrestricted"),
             ("evil", "user.pixels.egress", PAYLOADS["egress"]), ("evil", "user.note", PAYLOADS["note"]),
+            ("evil", "user.header", PAYLOADS["header"]),
         ):
             incus_cli("config", "set", f"px-{name}", f"{key}={value}")
         yield MINE
@@ -162,6 +171,45 @@ def test_list_host_vars(inventory, sandboxes):
     assert web["pixels_instance"] == "px-web-1" and web["pixels_checkpoints"] == []
     api = data["_meta"]["hostvars"]["api-1"]
     assert (api["pixels_cpu"], api["pixels_memory"]) == (2, 1024)
+
+
+def unsafe_markers(value, path=""):
+    """Where ansible-inventory's JSON has {"__ansible_unsafe": ...} objects."""
+    if isinstance(value, dict):
+        if "__ansible_unsafe" in value:
+            return [path]
+        return [m for k, v in value.items() for m in unsafe_markers(v, f"{path}.{k}")]
+    if isinstance(value, list):
+        return [m for i, v in enumerate(value) for m in unsafe_markers(v, f"{path}[{i}]")]
+    return []
+
+
+def test_list_and_host_print_plain_values(inventory, sandboxes):
+    """What AWX imports: plain values as they are (ansible_host a string); only the sandbox-made
+    values that could template are marked (ansible-core 2.19 marks every untrusted string)."""
+    path = inventory.write()
+    proc = inventory.run(path, "--list")
+    assert proc.returncode == 0, proc.stderr
+    listing = json.loads(proc.stdout)
+    hostvars = listing["_meta"]["hostvars"]
+    assert all(path.startswith("._meta.hostvars.evil.") for path in unsafe_markers(listing)), unsafe_markers(listing)
+    assert MINE <= members(listing, "pixels"), "host names are plain in the groups' lists"
+    golden = hostvars["golden"]
+    assert isinstance(golden["ansible_host"], str) and golden["ansible_host"] == golden["pixels_ipv4"][0]
+    for host in MINE - {"evil"}:
+        assert unsafe_markers(hostvars[host]) == [], (host, hostvars[host])
+    marked = unsafe_markers(hostvars["evil"])
+    expected = {".pixels_description", ".pixels_egress", ".pixels_metadata.user.pixels.egress",
+                ".pixels_metadata.user.note", ".pixels_metadata.user.header"}
+    assert set(marked) <= expected, marked
+    assert hostvars["evil"]["pixels_instance"] == "px-evil" and isinstance(hostvars["evil"]["pixels_status"], str)
+    for host in ("golden", "evil"):
+        proc = inventory.run(path, "--host", host)
+        assert proc.returncode == 0, proc.stderr
+        single = json.loads(proc.stdout)
+        assert plain(single) == plain(hostvars[host])
+        assert unsafe_markers(single) == [] or host == "evil", single
+    assert isinstance(json.loads(inventory.run(path, "--host", "golden").stdout)["ansible_host"], str)
 
 
 def test_every_group_kind(inventory, sandboxes):
@@ -331,13 +379,16 @@ PLAY = """
         var: pixels_description
     - name: msg
       ansible.builtin.debug:
-        msg: "{{{{ pixels_description }}}}|{{{{ pixels_egress }}}}|{{{{ pixels_metadata['user.note'] }}}}"
+        msg: "{{{{ pixels_description }}}}|{{{{ pixels_egress }}}}|{{{{ pixels_metadata['user.note'] }}}}|{{{{ pixels_metadata['user.header'] }}}}"
     - name: set_fact
       ansible.builtin.set_fact:
         copied: "{{{{ hostvars[inventory_hostname].pixels_description }}}}"
     - name: copied
       ansible.builtin.debug:
         msg: "{{{{ copied }}}}"
+    - name: header
+      ansible.builtin.debug:
+        msg: "{{{{ pixels_metadata['user.header'] }}}}"
     - name: template
       ansible.builtin.copy:
         content: "{{{{ pixels_metadata['user.note'] }}}}"
@@ -369,6 +420,7 @@ def test_api_values_are_never_templated(inventory, sandboxes, ansible, tmp_path,
     assert run.result("var", "evil")["pixels_description"] == PAYLOADS["description"]
     assert run.result("msg", "evil")["msg"] == "|".join(PAYLOADS.values())
     assert run.result("copied", "evil")["msg"] == PAYLOADS["description"]
+    assert run.result("header", "evil")["msg"] == PAYLOADS["header"]
     assert dest.read_text() == PAYLOADS["note"]
     assert_not_pwned()
 

@@ -19,6 +19,8 @@ except ImportError:  # 2.17, 2.18: unsafe strings are AnsibleUnsafe
     is_trusted_as_template = trust_as_template = None
 from ansible.utils.unsafe_proxy import AnsibleUnsafe
 
+from ansible_collections.homelab.pixels.plugins.plugin_utils.template_safety import could_template, template_safe
+
 PAYLOAD = "{{ lookup('pipe', 'touch /tmp/pwned') }}"
 LOCAL = {"socket": "/var/lib/incus/unix.socket", "remote": None, "client_cert": None, "client_key": None,
          "server_cert": None, "project": "agents", "validate_certs": True}
@@ -157,20 +159,54 @@ def test_host_vars_combines_connection_and_facts():
     assert hostvars["pixels_incus_socket"] == LOCAL["socket"]
 
 
-def test_everything_from_the_api_is_unsafe():
-    """Even strings that arrive trusted (say from a cache) leave untrusted."""
+HEADER = "#jinja2:variable_start_string:'[[', variable_end_string:']]'\n[[ lookup('pipe', 'touch /tmp/pwned') ]]"
+
+
+def test_what_could_template_from_the_api_is_unsafe():
+    """Even strings that arrive trusted (say from a cache) leave untrusted; keys too."""
     box = sandbox(
         description=trusted(PAYLOAD),
         image=trusted(PAYLOAD),
-        checkpoints=[trusted(PAYLOAD)],
-        metadata={trusted("user.pixels.base"): trusted(PAYLOAD), "user.x": trusted(PAYLOAD)},
+        checkpoints=[trusted(PAYLOAD), "ready"],
+        metadata={trusted("user.pixels.base"): trusted(PAYLOAD), "user.x": trusted(HEADER),
+                  trusted("user.{{ k }}"): "plain", "user.pct": "100%"},
     )
     hostvars = sandbox_vars(box, "default")
     for value in (hostvars["pixels_description"], hostvars["pixels_image"], hostvars["pixels_checkpoints"][0],
-                  hostvars["pixels_base"], hostvars["pixels_metadata"]["user.x"], hostvars["pixels_instance"],
-                  hostvars["ansible_host"], hostvars["pixels_ipv4"][0]):
+                  hostvars["pixels_base"], hostvars["pixels_metadata"]["user.x"],
+                  hostvars["pixels_metadata"]["user.pct"]):
         assert is_unsafe(value), value
-    assert all(is_unsafe(key) for key in hostvars["pixels_metadata"])
+    assert [k for k in hostvars["pixels_metadata"] if is_unsafe(k)] == ["user.{{ k }}"]
+    assert not is_unsafe(hostvars["pixels_checkpoints"][1])
+
+
+def test_plain_values_stay_plain():
+    """What cannot template is a plain (trusted) string: ansible-inventory --list prints it as it is."""
+    hostvars = host_vars(sandbox(description="web box: ports 80, 443 (nginx) @ rack-2"), LOCAL)
+    for key in ("ansible_host", "ansible_connection", "pixels_instance", "pixels_status", "pixels_image",
+                "pixels_description", "pixels_created_at", "pixels_project", "pixels_incus_socket",
+                "pixels_incus_project"):
+        assert not is_unsafe(hostvars[key]), key
+    assert not is_unsafe(hostvars["pixels_ipv4"][0]) and not is_unsafe(hostvars["pixels_checkpoints"][0])
+    assert all(not is_unsafe(k) and not is_unsafe(v) for k, v in hostvars["pixels_metadata"].items())
+    assert (hostvars["pixels_cpu"], hostvars["pixels_memory"], hostvars["pixels_source"]) == (2, 2048, None)
+
+
+@pytest.mark.parametrize("text, templatable", [
+    ("10.123.0.58", False), ("debian/12", False), ("2026-01-01T00:00:00Z", False), ("", False),
+    ("a box: ports 80, 443 (nginx) @ rack-2; ~/x [y] <z> 'q' \"q\" | & * $HOME", False),
+    ("{{ x }}", True), ("{% if x %}", True), ("{# c #}", True), ("}}", True), ("100%", True),
+    ("#jinja2:variable_start_string:'[['\n[[ x ]]", True), ("issue #12", True),
+])
+def test_could_template(text, templatable):
+    assert could_template(text) is templatable
+
+
+def test_template_safe_keeps_structure():
+    value = {"a": [1, 2.5, True, None, "x", "{{ y }}"], "b": {"c": {"d"}}, "{{ k }}": ("t",)}
+    safe = template_safe(value)
+    assert safe == {"a": [1, 2.5, True, None, "x", "{{ y }}"], "b": {"c": {"d"}}, "{{ k }}": ["t"]}
+    assert is_unsafe(safe["a"][5]) and not is_unsafe(safe["a"][4]) and is_unsafe(next(k for k in safe if "{" in k))
 
 
 @pytest.mark.parametrize("data, ok", [
