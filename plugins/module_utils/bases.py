@@ -30,7 +30,7 @@ EGRESS_KEYS = {"mode": str, "allow": list, "deny": list, "domains": list}
 EGRESS_MODES = ("unrestricted", "agent", "allowlist")
 # Short keys of the option dicts -> the role variables they set.
 PROVISION_KEYS = {"ssh_keys": list, "dns": list, "env": dict, "ca_certificates": list}
-DEVTOOLS_KEYS = {"installer": str, "tools": list, "wait": bool}
+DEVTOOLS_KEYS = {"installer": str, "tools": dict, "wait": bool}  # tools: name -> version
 STATES = ("present", "started", "stopped", "absent")
 
 TYPE_NAMES = {str: "a string", int: "an integer", bool: "a boolean (true/false)", dict: "a dict",

@@ -150,7 +150,7 @@ def test_nested_keys_are_checked():
                             "devtools": {"tools": "claude"}}])
     assert "egress.mode: 'open'" in message
     assert "provision: unknown key 'ssh_key'" in message
-    assert "devtools.tools must be a list" in message
+    assert "devtools.tools must be a dict" in message  # name -> version, as pixels_devtools_tools
 
 
 def test_missing_base_is_named():
