@@ -18,11 +18,9 @@ Target: the role's default mode (simple where the kernel has it) costs its pool'
 1.5x the CPU of no accounting, plus 1 s. Exits 1 with --strict when it is missed.
 """
 
-import fcntl
 import json
 import os
 import statistics
-import struct
 import subprocess
 import sys
 import time
@@ -31,6 +29,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 from conftest import COLLECTIONS_ROOT  # noqa: E402  (makes ansible_collections.homelab.pixels importable)
 from benchlib import IMAGE, SOCKET, arguments  # noqa: E402
+from btrfs_quota import MODE_KEY, POOLS_DIR, btrfs, enable, mode_of, sysfs  # noqa: E402
 
 import pylxd  # noqa: E402
 
@@ -39,25 +38,14 @@ from ansible_collections.homelab.pixels.plugins.module_utils.incus import IncusB
 assert COLLECTIONS_ROOT in sys.path
 
 MODES = ("full", "simple", "none")
-POOLS_DIR = "/var/lib/incus/storage-pools"
 KTHREADS = ("btrfs-cleaner", "btrfs-transaction")
 TICK = os.sysconf("SC_CLK_TCK")
-# BTRFS_IOC_QUOTA_CTL = _IOWR(0x94, 40, struct btrfs_ioctl_quota_ctl_args {u64 cmd; u64 status;})
-QUOTA_CTL = 0xC0109428
-QUOTA_CTL_ENABLE_SIMPLE = 4
 
 
 def incus(*args, check=True):
     proc = subprocess.run(["incus", *args], capture_output=True, text=True, timeout=600, check=False)
     if check and proc.returncode:
         raise RuntimeError(f"incus {' '.join(args)} failed: {proc.stderr.strip()}")
-    return proc
-
-
-def btrfs(*args, check=True):
-    proc = subprocess.run(["btrfs", *args], capture_output=True, text=True, timeout=600, check=False)
-    if check and proc.returncode:
-        raise RuntimeError(f"btrfs {' '.join(args)} failed: {proc.stderr.strip()}")
     return proc
 
 
@@ -110,21 +98,13 @@ class Pool:
         if sorted(self.threads.values()) != sorted(KTHREADS):
             # another btrfs filesystem was mounted at the same moment: not attributable
             raise RuntimeError(f"could not tell the kernel threads of pool {self.name} ({self.threads})")
-        if self.mode == "full":
-            btrfs("quota", "enable", self.path)
-            btrfs("quota", "rescan", "-w", self.path)
-        elif self.mode == "simple":
-            enable_simple(self.path)
-        if self.sysfs("mode") != {"full": "qgroup", "simple": "squota", "none": None}[self.mode]:
-            raise RuntimeError(f"pool {self.name}: quota mode {self.sysfs('mode')!r}, not {self.mode}")
+        enable(self.path, self.mode)
+        incus("storage", "set", self.name, f"{MODE_KEY}={self.mode}")  # as the incus_host role does
+        if mode_of(self.path) != self.mode:
+            raise RuntimeError(f"pool {self.name}: quota mode {mode_of(self.path)}, not {self.mode}")
 
     def sysfs(self, name):
-        uuid = btrfs("filesystem", "show", self.path).stdout.split("uuid:")[1].split()[0]
-        try:
-            with open(f"/sys/fs/btrfs/{uuid}/qgroups/{name}", encoding="ascii") as handle:
-                return handle.read().strip()
-        except FileNotFoundError:
-            return None
+        return sysfs(self.path, name)
 
     def cpu(self):
         return thread_seconds(self.threads)
@@ -132,18 +112,6 @@ class Pool:
     def deleted_subvolumes(self):
         """Subvolumes deleted but not yet cleaned up by btrfs-cleaner."""
         return len(btrfs("subvolume", "list", "-d", self.path).stdout.splitlines())
-
-
-def enable_simple(path):
-    """`btrfs quota enable --simple` (btrfs-progs >= 6.7), else the same ioctl directly."""
-    if "--simple" in btrfs("quota", "enable", "--help", check=False).stdout:
-        btrfs("quota", "enable", "--simple", path)
-        return
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        fcntl.ioctl(fd, QUOTA_CTL, struct.pack("QQ", QUOTA_CTL_ENABLE_SIMPLE, 0))
-    finally:
-        os.close(fd)
 
 
 # -- one run of one mode -------------------------------------------------------
