@@ -20,7 +20,6 @@ def test_checkpoint_create_list_restore_delete(ansible, incus, cleanup):
     stamped = ansible.module("pixels_checkpoint", name="cp")
     assert stamped["changed"] and stamped["checkpoint"]["label"].startswith("px-")
 
-
     listed = ansible.module("pixels_checkpoint_info", name="cp")["checkpoints"]
     assert [c["label"] for c in listed] == ["one", stamped["checkpoint"]["label"]]
     for checkpoint in listed:
@@ -116,6 +115,7 @@ def test_checkpoint_size_follows_the_pools_quota_mode(mode, quota_pools, ansible
     else:
         assert incus_size(incus, instance, "held") < 1048576  # what Incus says: not the 8 MiB it holds
         assert listed_size() is None
+
         def usage():
             return incus.api.instances[instance].state.get().json()["metadata"]["disk"]["root"]["usage"]
         assert wait_for(lambda: usage() >= 8388608, timeout=30, what="the sandbox charged with the 8 MiB")
