@@ -1,5 +1,6 @@
-"""The incus_host role's btrfs quota modes, on loop-backed pools of the test's own (nothing of the
-user's is changed: no install, no profile devices, the bridge and daemon as they are)."""
+"""The incus_host role's btrfs quota modes, on loop-backed pools of the test's own: its storage
+tasks only (install, daemon, bridge and profile are the molecule scenario's), so nothing of the
+user's is changed."""
 
 import subprocess
 
@@ -9,14 +10,17 @@ import btrfs_quota
 from conftest import PROJECT
 
 PLAY = """
-- name: Incus host with a pool of the test's own
+- name: Incus host storage with a pool of the test's own
   hosts: localhost
-  gather_facts: false
-  roles:
-    - role: homelab.pixels.incus_host
+  gather_facts: true
+  gather_subset: ['!all', '!min', 'distribution', 'platform']
+  tasks:
+    - name: The role's storage tasks
+      ansible.builtin.include_role:
+        name: homelab.pixels.incus_host
+        tasks_from: storage
       vars:
         incus_host_install: false
-        incus_host_profile_devices: false
         incus_host_storage_size: 1GiB
 """
 REPORT = "homelab.pixels.incus_host : Report the quota mode"
