@@ -35,8 +35,10 @@ from ansible_collections.homelab.pixels.plugins.module_utils.errors import Pixel
 from ansible_collections.homelab.pixels.plugins.module_utils.incus_api import (
     check_socket,
     checkpoint_from_api,
+    checkpoint_sizes_known,
     connection_message,
     missing_project_message,
+    root_pool,
     sandbox_from_api,
 )
 from ansible_collections.homelab.pixels.plugins.module_utils.incus_api import list_sandboxes as list_sandboxes_with
@@ -75,6 +77,7 @@ class IncusBackend(IncusIO, Backend):
         self.project = project or "default"
         self.endpoint = remote or socket
         self.timeout = timeout
+        self._pools = {}
         # For the exec websockets, which do not go through pylxd's session.
         self._socket_path = None if remote else socket
         self._tls = dict(client_cert=client_cert, client_key=client_key, server_cert=server_cert,
@@ -436,8 +439,19 @@ class IncusBackend(IncusIO, Backend):
                 items = self._api(instance).snapshots.get(params={"recursion": 1}).json()["metadata"]
             except pylxd_errors.NotFound:
                 raise PixelsError(f"sandbox {sandbox_name(instance)!r} ({instance}) does not exist.")
-        checkpoints = [checkpoint_from_api(item) for item in items]
+            pool = root_pool(items[0]) if items else None
+            known = checkpoint_sizes_known(self._pool_config(pool)) if pool else True
+        checkpoints = [checkpoint_from_api(item, known) for item in items]
         return sorted(checkpoints, key=lambda c: c.created_at or "")
+
+    def _pool_config(self, pool):
+        """A storage pool's configuration, read once per backend ({} for a pool that does not exist)."""
+        if pool not in self._pools:
+            try:
+                self._pools[pool] = self.client.api.storage_pools[pool].get().json()["metadata"].get("config") or {}
+            except pylxd_errors.NotFound:
+                self._pools[pool] = {}
+        return self._pools[pool]
 
     def create_checkpoint(self, instance, label):
         with self._errors(f"checkpointing {instance} as {label}"):

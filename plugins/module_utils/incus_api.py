@@ -83,12 +83,26 @@ def sandbox_from_api(data):
     )
 
 
-def checkpoint_from_api(data):
+# The btrfs quota mode of a pool (simple, full or none), recorded by the incus_host role.
+QUOTA_MODE_KEY = "user.pixels.btrfs_quota"
+
+
+def checkpoint_sizes_known(pool_config):
+    """Whether Incus' size of a checkpoint on this pool means anything.
+
+    Simple btrfs quotas charge every extent to the subvolume that wrote it: a checkpoint (a
+    read-only snapshot) never writes, so Incus reports the size of its own root node (16 KiB)
+    whatever the checkpoint holds. Such a size is unknown, not 16 KiB.
+    """
+    return (pool_config or {}).get(QUOTA_MODE_KEY) != "simple"
+
+
+def checkpoint_from_api(data, size_known=True):
     size = data.get("size")
     return Checkpoint(
         label=data["name"].split("/")[-1],
         created_at=data.get("created_at"),
-        size=size if isinstance(size, int) and size >= 0 else None,
+        size=size if size_known and isinstance(size, int) and size >= 0 else None,
         stateful=bool(data.get("stateful")),
     )
 
@@ -209,7 +223,8 @@ class UnixSocketReader:
         return list_sandboxes(self.get, self.project, self.path)
 
 
-def _root_pool(item):
+def root_pool(item):
+    """The storage pool of an instance's (or a snapshot's) root disk; None when it has none."""
     for device in (item.get("expanded_devices") or {}).values():
         if device.get("type") == "disk" and device.get("path") == "/":
             return device.get("pool")
@@ -237,7 +252,7 @@ def list_sandboxes(get, project="default", endpoint="Incus"):
                     raise PixelsError(missing_project_message(project, endpoint))
                 raise
         return []
-    pools = {_root_pool(item) for item in items}
+    pools = {root_pool(item) for item in items}
     if None in pools or any(str(item.get("status", "")).lower() != "stopped" for item in items):
         return sandboxes_from_listing(get("/1.0/instances", {"recursion": 2}, action="listing sandboxes") or [])
     names = {item["name"] for item in items}

@@ -59,7 +59,13 @@ checkpoints:
       type: str
       sample: "2026-11-22T23:50:01.123456789Z"
     size:
-      description: Space the checkpoint holds on its pool, in bytes; null when the pool does not report it.
+      description:
+        - Space the checkpoint alone holds on its pool (what deleting it would free), in bytes.
+        - Null when the pool does not know it, which is the case on a btrfs pool without quota groups and
+          on one with simple quotas (the default of M(homelab.pixels.incus_host) on Linux 6.7 and newer,
+          recorded on the pool as C(user.pixels.btrfs_quota=simple)). Simple quotas charge data to the
+          sandbox that wrote it, never to a checkpoint; C(incus_host_btrfs_quota=full) gives real sizes
+          at a CPU cost for every deleted sandbox.
       type: int
       sample: 44040192
     stateful:

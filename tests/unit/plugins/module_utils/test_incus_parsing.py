@@ -2,6 +2,7 @@ import pytest
 
 from ansible_collections.homelab.pixels.plugins.module_utils.incus_api import (
     checkpoint_from_api,
+    checkpoint_sizes_known,
     parse_memory_mib,
     sandbox_from_api,
 )
@@ -52,3 +53,14 @@ def test_checkpoint_size_unknown_is_none():
     assert checkpoint_from_api({"name": "px-a/ready", "size": -1}).size is None
     cp = checkpoint_from_api({"name": "ready", "size": 4096, "created_at": "t"})
     assert (cp.label, cp.size, cp.created_at, cp.stateful) == ("ready", 4096, "t", False)
+
+
+@pytest.mark.parametrize("config, known", [
+    ({"user.pixels.btrfs_quota": "simple"}, False),
+    ({"user.pixels.btrfs_quota": "full"}, True),
+    ({"user.pixels.btrfs_quota": "none"}, True),  # Incus then says -1 itself
+    ({}, True), (None, True),
+])
+def test_checkpoint_sizes_on_a_simple_quota_pool_are_unknown(config, known):
+    assert checkpoint_sizes_known(config) is known
+    assert checkpoint_from_api({"name": "ready", "size": 16384}, known).size == (16384 if known else None)
