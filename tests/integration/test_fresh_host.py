@@ -49,9 +49,10 @@ MIRROR = "http://deb.debian.org/debian"
 SECURITY = "http://deb.debian.org/debian-security"
 CACHE = pathlib.Path(os.path.expanduser("~/.cache/pixels/fresh-hosts"))
 IMAGE_CACHE = pathlib.Path(os.path.expanduser("~/.cache/pixels/images"))
-# Beyond minbase: python3 (Ansible's modules need it on the host), systemd as PID 1, and nothing
-# else; the network comes up with systemd-networkd, which is part of systemd.
-PACKAGES = ["python3", "systemd", "systemd-sysv"]
+# Beyond minbase: python3 (Ansible's modules need it on the host), systemd as PID 1 and udev (as
+# on every installed Debian: priority important), and nothing else; the network comes up with
+# systemd-networkd (part of systemd), which waits for udev where /sys is writable, as here.
+PACKAGES = ["python3", "systemd", "systemd-sysv", "udev"]
 BUILD_VERSION = 1  # bump when the root's recipe changes
 DISTROS = {"bookworm": "12", "trixie": "13"}
 
