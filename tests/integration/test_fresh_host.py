@@ -175,8 +175,14 @@ def pip_env():
 
 
 def boot(host, gateway, archive, ca_bundle):
+    # cgroup:rw:force: every cgroup v1 hierarchy of the host mounted read-write inside. Incus'
+    # default (cgroup:mixed) leaves out hierarchies it does not co-mount, such as the separate
+    # cpu and cpuacct of the machines this project's CI runs on; the nested host's systemd then
+    # puts symlinks in their place, on which the inner LXC fails ("Failed to open 9/cpuacct").
+    # On a cgroup2-only host it changes nothing that matters.
     incus("init", f"fresh-{host.suite}", host.name, "--project", FRESH_PROJECT,
-          "-c", "security.nesting=true", "-c", "limits.memory=4GiB")
+          "-c", "security.nesting=true", "-c", "limits.memory=4GiB",
+          "-c", "raw.lxc=lxc.mount.auto = cgroup:rw:force")
     incus("start", host.name, "--project", FRESH_PROJECT)
     host.run("for i in $(seq 120); do case $(systemctl is-system-running --wait 2>/dev/null) in "
              "running|degraded) exit 0 ;; esac; sleep 1; done; exit 1", timeout=180)
