@@ -51,9 +51,13 @@ SECURITY = "http://deb.debian.org/debian-security"
 CACHE = pathlib.Path(os.path.expanduser("~/.cache/pixels/fresh-hosts"))
 IMAGE_CACHE = pathlib.Path(os.path.expanduser("~/.cache/pixels/images"))
 # Beyond minbase: python3 (Ansible's modules need it on the host), systemd as PID 1 and udev (as
-# on every installed Debian: priority important), and nothing else; the network comes up with
-# systemd-networkd (part of systemd), which waits for udev where /sys is writable, as here.
-PACKAGES = ["python3", "systemd", "systemd-sysv", "udev"]
+# on every installed Debian: priority important), python3-apt (on every Debian installed with the
+# standard utilities: reportbug needs it), and nothing else. With python3-apt in place Ansible's
+# apt module reads the lists as they are instead of refreshing them to install python3-apt first:
+# the state in which apt refused the backports default release before the role refreshed the lists
+# on its own (without it, that bug hides). The network comes up with systemd-networkd (part of
+# systemd), which waits for udev where /sys is writable, as here.
+PACKAGES = ["python3", "python3-apt", "systemd", "systemd-sysv", "udev"]
 BUILD_VERSION = 1  # bump when the root's recipe changes
 # PIXELS_FRESH_HOST_SUITES=bookworm runs one of them only.
 DISTROS = {suite: version for suite, version in {"bookworm": "12", "trixie": "13"}.items()
