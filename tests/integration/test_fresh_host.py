@@ -23,9 +23,9 @@ Cost: the nested `make site` would build the debian/12 image again with debootst
 host's cached image tarball is copied into the nested host's image cache so that the image role
 only imports it (its build path is proven by the outer `make host` on a fresh CI machine).
 PIXELS_FRESH_HOST_BUILD_IMAGE=1 skips that seeding. The two distributions run side by side.
-Measured on a 2-core machine shared with other test runs: 3.7 min with the trixie root to build
-(70 s) and the bookworm root cached, 5.5 min with both cached under heavier load; building both
-roots side by side took about 190 s.
+Measured on a 2-core machine shared with other test runs: 3.2 min with both roots cached, 3.7 min
+with one root to build (70 s), 5.5 min with both cached under heavier load; building both roots
+side by side took about 190 s (a fresh CI machine: about 6.5 min in all).
 """
 
 import concurrent.futures
