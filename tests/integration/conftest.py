@@ -179,3 +179,11 @@ def incus_https(incus, tmp_path_factory):
     subprocess.run(["incus", "config", "trust", "remove", fingerprint(crt)[:12]], check=False)
     if not previous:
         subprocess.run(["incus", "config", "unset", "core.https_address"], check=False)
+
+
+def pytest_sessionfinish(session, exitstatus):  # pylint: disable=unused-argument
+    """The bridge is made when this file loads: drop it (and the project) even when no test used
+    the incus fixture, whose teardown does the same."""
+    if os.path.exists(SOCKET):
+        for problem in isolated.drop(PROJECT, NETWORK):
+            print(f"could not delete {problem}")
