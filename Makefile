@@ -12,8 +12,10 @@ export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 # repository is linked under .venv/collections so Ansible finds homelab.pixels.
 $(BIN)/ansible-playbook: requirements.txt requirements-test.txt
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -r requirements-test.txt
+	$(BIN)/pip install -q --upgrade pip -r requirements-test.txt || { \
+	  echo "make: pip could not install pip and requirements-test.txt (ansible-core, pylxd, molecule, ...)" \
+	    "from PyPI. Check that this machine reaches PyPI, or set PIP_INDEX_URL to a mirror you reach;" \
+	    "behind a proxy that inspects TLS, PIP_CERT=/path/to/its-ca.pem." >&2; exit 1; }
 	mkdir -p $(VENV)/collections/ansible_collections/homelab
 	ln -sfn $(CURDIR) $(VENV)/collections/ansible_collections/homelab/pixels
 	touch $@

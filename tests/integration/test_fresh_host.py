@@ -6,13 +6,14 @@ installed Debian has that matters here: Debian's default deb822 sources (the rel
 -security), python3, and systemd as init (real hosts boot systemd). No make, no python3-venv,
 no sudo, no Incus, no backports source. It boots as a nested system container
 (`security.nesting=true`, unprivileged) in a project and on a bridge of this test's own; the
-checkout (the working tree's files, no .venv) is copied in, and the README's set-up commands run
-inside: the prerequisite line, then `make site` with a one-sandbox vars file. The test passes
-only when Incus inside answers `incus info` and the sandbox `make site` made runs a command.
+checkout (the working tree's files, no .venv) is copied in, and the README's first command runs
+inside: `./run site`, with a one-sandbox vars file. The test passes only when Incus inside
+answers `incus info` and the sandbox `./run site` made runs a command.
 
 In the unprivileged container no loop file can be mounted, so the incus_host role must choose a
-dir pool itself and say why (checked). On Debian 12 a user without sudo is tried first: `make host`
-must stop naming sudo and the way out, having installed nothing.
+dir pool itself and say why (checked). On Debian 12 a user without sudo is tried first: `./run host`
+must stop naming sudo and the way out, having installed nothing; and again once make is there,
+where the playbook's own check stops it.
 
 Outside access: apt reaches Debian's mirror over plain HTTP through the bridge's NAT. pip reaches
 PyPI over HTTPS; where the host reaches it only through a TLS-inspecting gateway (as on the
@@ -65,8 +66,8 @@ BUILD_VERSION = 1  # bump when the root's recipe changes
 DISTROS = {suite: version for suite, version in {"bookworm": "12", "trixie": "13"}.items()
            if suite in os.environ.get("PIXELS_FRESH_HOST_SUITES", "bookworm,trixie").split(",")}
 
-# What the README tells a newcomer to run first on a fresh machine, as root.
-PREREQUISITES = "apt-get update && apt-get install -y make python3-venv"
+# The README's first command (with the test's vars file); ./run installs make and the rest.
+README_SITE = "./run site"
 SITE_VARS = """\
 pixels_sandboxes:
   - name: probe
@@ -209,18 +210,24 @@ def seed_image_cache(host, home="/root"):
         host.push(pathlib.Path(tarball).read_bytes(), f"{home}/.cache/pixels/images/{os.path.basename(tarball)}")
 
 
-def user_without_sudo(host):
-    """On a fresh host a user without sudo runs `make host`: a clear stop, nothing installed."""
+def user_without_sudo(host, stage):
+    """A user without sudo runs `./run host`: a clear stop naming root and sudo, nothing installed.
+    Before make is there ./run stops it; after, the playbook's check (in a venv of its own)."""
     user = {"name": "newcomer", "uid": 1000, "home": "/home/newcomer"}
-    host.run("useradd -m -u 1000 -s /bin/sh newcomer && tar -C /home/newcomer -xf /root/checkout.tar "
-             "&& chown -R newcomer:newcomer /home/newcomer/pixels")
-    proc = host.run("make host", user=user, env=pip_env(), check=False)
+    if stage == "pristine":
+        host.run("useradd -m -u 1000 -s /bin/sh newcomer && tar -C /home/newcomer -xf /root/checkout.tar "
+                 "&& chown -R newcomer:newcomer /home/newcomer/pixels")
+        before = host.run("dpkg-query -W -f='${Package}\\n' | sort", check=False).stdout
+    proc = host.run("./run host", user=user, env=pip_env(), check=False)
     out = proc.stdout + proc.stderr
     assert proc.returncode != 0, out[-4000:]
-    assert "no sudo" in out and "as root" in out, out[-4000:]
-    assert "Traceback" not in out, out[-4000:]
-    untouched = host.run("dpkg-query -W incus 2>&1; ls /etc/apt/sources.list.d/", check=False).stdout
-    assert "no packages found" in untouched and "backports" not in untouched, untouched
+    # pristine: no sudo at all; with make: ./run has installed sudo, which newcomer may not use
+    assert ("no sudo" if stage == "pristine" else "sudo asks for a password") in out, out[-4000:]
+    assert "as root" in out and "Traceback" not in out, out[-4000:]
+    if stage == "pristine":
+        after = host.run("dpkg-query -W -f='${Package}\\n' | sort", check=False).stdout
+        assert after == before, "packages changed"
+        assert "backports" not in host.run("ls /etc/apt/sources.list.d/").stdout
 
 
 def setup_host(suite, gateway, archive, ca_bundle):
@@ -228,13 +235,12 @@ def setup_host(suite, gateway, archive, ca_bundle):
     started = time.monotonic()
     try:
         boot(host, gateway, archive, ca_bundle)
-        host.run(PREREQUISITES)  # the README's prerequisite line, as root
         if suite == "bookworm":
-            user_without_sudo(host)
+            user_without_sudo(host, "pristine")
         host.run("tar -xf checkout.tar")
         seed_image_cache(host)
         host.push(SITE_VARS, "/root/fresh.yml")
-        site = host.run("cd pixels && make site SITE_VARS=/root/fresh.yml", env=pip_env())
+        site = host.run(f"cd pixels && {README_SITE} SITE_VARS=/root/fresh.yml", env=pip_env())
         said = " ".join(site.stdout.split())  # the callback wraps long messages
         assert ("with driver dir: incus_host_storage_driver is auto and btrfs cannot work here: "
                 "this host runs in a user namespace") in said, site.stdout[-6000:]
@@ -248,6 +254,8 @@ def setup_host(suite, gateway, archive, ca_bundle):
         assert "nested-btrfs" not in host.run("incus storage list --format csv").stdout
         out = host.run("incus exec px-probe -- cat /etc/os-release").stdout
         assert "bookworm" in out, out
+        if suite == "bookworm":
+            user_without_sudo(host, "with make")
         return time.monotonic() - started, host.log
     except BaseException as exc:
         raise AssertionError(f"{suite}: {exc}\n\n--- log of {host.name} ---\n" + "\n".join(host.log)[-20000:]) \
@@ -287,10 +295,10 @@ def drop_project():
     return problems
 
 
-def test_readme_names_the_prerequisites():
+def test_readme_names_the_command_this_test_runs():
     """The test runs what the README tells a newcomer; they must not drift apart."""
     readme = (ROOT / "README.md").read_text()
-    assert PREREQUISITES in readme
+    assert f"{README_SITE}    #" in readme
 
 
 @pytest.mark.slow
