@@ -170,3 +170,46 @@ def test_host_pool_driver_the_kernel_lacks(ansible, tmp_path):
     assert not any(result.get("changed") for _task, _host, result in run.results), run.stdout[-3000:]
     assert subprocess.run(["incus", "storage", "list", "--format", "csv", "-c", "n"], capture_output=True, text=True,
                           check=True).stdout == pools
+
+
+def host_role(ansible, extra_vars):
+    """incus_host on this machine; the failed tasks' messages and whether anything changed."""
+    run = ansible.playbook("""
+        - hosts: localhost
+          gather_facts: false
+          roles: [homelab.pixels.incus_host]
+        """, extra_vars=extra_vars)
+    assert run.rc != 0, run.stdout[-3000:]
+    messages = [str(result.get("msg")) for _task, _host, result in run.results if result.get("failed")]
+    changed = [task for task, _host, result in run.results if result.get("changed")]
+    return messages, changed
+
+
+def test_host_bridge_subnet_that_collides(ansible, incus):
+    """A new bridge on a subnet this machine already routes (here: the tests' own bridge) stops
+    before it is created, naming the variable."""
+    from conftest import GATEWAY
+
+    messages, changed = host_role(ansible, {"incus_host_network_name": "pxtcollide",
+                                            "incus_host_network_ipv4": f"{GATEWAY}/24"})
+    assert len(messages) == 1 and "overlaps a network this machine already uses" in messages[0], messages
+    assert "choose another incus_host_network_ipv4" in messages[0], messages
+    assert not changed
+    shown = subprocess.run(["incus", "network", "show", "pxtcollide"], capture_output=True, check=False)
+    assert shown.returncode != 0  # not created
+
+
+def test_host_refuses_to_mix_with_zabbly(ansible, tmp_path):
+    """Incus from Zabbly's repository and a package of Debian's still to install: a stop that says
+    why and names incus_host_install, before apt runs."""
+    source = "/etc/apt/sources.list.d/zz-pixels-test-zabbly.sources"
+    with open(source, "x") as handle:  # disabled: apt never reads from it
+        handle.write("Enabled: no\nTypes: deb\nURIs: https://pkgs.zabbly.com/incus/stable\n"
+                     "Suites: bookworm\nComponents: main\n")
+    try:
+        messages, changed = host_role(ansible, {"incus_host_packages": ["incus", "pixels-test-not-installed"]})
+    finally:
+        os.unlink(source)
+    assert len(messages) == 1 and "from another source" in messages[0], messages
+    assert "zz-pixels-test-zabbly.sources" in messages[0] and "incus_host_install=false" in messages[0], messages
+    assert not changed
