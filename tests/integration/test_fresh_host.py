@@ -49,6 +49,10 @@ from conftest import PROJECT
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 FRESH_PROJECT = f"{PROJECT}-fresh"
 NETWORK = "pxf" + hashlib.sha256(FRESH_PROJECT.encode()).hexdigest()[:8]
+# The nested hosts (Incus, a venv, images and a dir pool each: about 2 GiB apiece) live on a dir
+# pool of their own, on the host's disk: the user's pool (an 8 GiB loop file by default, holding
+# the user's bases) filled up when they shared it.
+POOL = NETWORK
 MIRROR = "http://deb.debian.org/debian"
 SECURITY = "http://deb.debian.org/debian-security"
 CACHE = pathlib.Path(os.path.expanduser("~/.cache/pixels/fresh-hosts"))
@@ -268,10 +272,13 @@ def fresh_project():
     subnet); deleted afterwards with everything in it, also when a test fails."""
     gateway = isolated.ensure_bridge(NETWORK, FRESH_PROJECT)
     try:
-        if incus("project", "show", FRESH_PROJECT, check=False).returncode == 0:
+        if incus("storage", "show", POOL, check=False).returncode:
+            incus("storage", "create", POOL, "dir", "--description", isolated.MARK)
+        if incus("project", "show", FRESH_PROJECT, check=False).returncode == 0:  # an interrupted run's
             drop_project()
+            incus("project", "delete", FRESH_PROJECT)
         incus("project", "create", FRESH_PROJECT, "-c", "features.images=true", "-c", "features.profiles=true")
-        incus("profile", "device", "add", "default", "root", "disk", "path=/", f"pool={isolated.default_pool()}",
+        incus("profile", "device", "add", "default", "root", "disk", "path=/", f"pool={POOL}",
               "--project", FRESH_PROJECT)
         incus("profile", "device", "add", "default", "eth0", "nic", "name=eth0", f"network={NETWORK}",
               "--project", FRESH_PROJECT)
@@ -279,6 +286,11 @@ def fresh_project():
     finally:
         problems = drop_project()
         problems += isolated.drop(FRESH_PROJECT, NETWORK)
+        shown = incus("query", f"/1.0/storage-pools/{POOL}", check=False)
+        if shown.returncode == 0 and json.loads(shown.stdout).get("description") == isolated.MARK:
+            deleted = incus("storage", "delete", POOL, check=False)
+            if deleted.returncode:
+                problems.append(f"pool {POOL}: {deleted.stderr.strip()}")
         assert not problems, problems
 
 
