@@ -15,10 +15,11 @@ PLAY = """
   gather_facts: true
   gather_subset: ['!all', '!min', 'distribution', 'platform']
   tasks:
-    - name: The role's storage tasks
+    - name: The role's storage tasks (the driver's choice, then the pool)
       ansible.builtin.include_role:
         name: homelab.pixels.incus_host
-        tasks_from: storage
+        tasks_from: "{{ item }}"
+      loop: [storage_driver, storage]
       vars:
         incus_host_install: false
         incus_host_storage_size: 1GiB
