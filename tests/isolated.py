@@ -14,8 +14,8 @@ import json
 import subprocess
 
 
-def incus(*args, check=True):
-    proc = subprocess.run(["incus", *args], capture_output=True, text=True, timeout=300, check=False)
+def incus(*args, check=True, timeout=300):
+    proc = subprocess.run(["incus", *args], capture_output=True, text=True, timeout=timeout, check=False)
     if check and proc.returncode:
         raise RuntimeError(f"incus {' '.join(args)} failed: {proc.stderr.strip()}")
     return proc

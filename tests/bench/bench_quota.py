@@ -33,6 +33,7 @@ sys.path.insert(0, os.path.dirname(HERE))
 from conftest import COLLECTIONS_ROOT  # noqa: E402  (makes ansible_collections.homelab.pixels importable)
 from benchlib import IMAGE, SOCKET, arguments  # noqa: E402
 from btrfs_quota import MODE_KEY, POOLS_DIR, btrfs, enable, mode_of, sysfs  # noqa: E402
+import isolated  # noqa: E402
 
 import pylxd  # noqa: E402
 
@@ -46,10 +47,7 @@ TICK = os.sysconf("SC_CLK_TCK")
 
 
 def incus(*args, check=True):
-    proc = subprocess.run(["incus", *args], capture_output=True, text=True, timeout=600, check=False)
-    if check and proc.returncode:
-        raise RuntimeError(f"incus {' '.join(args)} failed: {proc.stderr.strip()}")
-    return proc
+    return isolated.incus(*args, check=check, timeout=600)
 
 
 # -- the pool's kernel threads and the machine's CPU --------------------------
