@@ -96,18 +96,29 @@ def ensure_project(project, network):
         incus("query", "-X", "PATCH", url, "--data", json.dumps({"devices": devices}))
 
 
-def drop(project, network):
-    """Delete the project's instances, the project, then the bridge; every step is tried."""
+def _ours(kind, name):
+    """Whether a network or storage pool was made by these tests (its description says so)."""
+    shown = incus("query", f"/1.0/{kind}/{name}", check=False)
+    return shown.returncode == 0 and json.loads(shown.stdout).get("description") == MARK
+
+
+def drop(project, network, pool=None):
+    """Delete the project's instances and images, the project, then the bridge and the pool when
+    they are ours; every step is tried, and what could not go is returned."""
     problems = []
     if incus("project", "show", project, check=False).returncode == 0:
         for instance in json.loads(incus("list", "--project", project, "--format", "json").stdout):
             incus("delete", "--force", "--project", project, instance["name"], check=False)
+        for image in json.loads(incus("image", "list", "--project", project, "--format", "json").stdout):
+            proc = incus("image", "delete", "--project", project, image["fingerprint"], check=False)
+            if proc.returncode:
+                problems.append(f"image {image['fingerprint']}: {proc.stderr.strip()}")
         proc = incus("project", "delete", project, check=False)
         if proc.returncode:
             problems.append(f"project {project}: {proc.stderr.strip()}")
-    shown = incus("query", f"/1.0/networks/{network}", check=False)
-    if shown.returncode == 0 and json.loads(shown.stdout).get("description") == MARK:  # only a bridge of ours
-        proc = incus("network", "delete", network, check=False)
-        if proc.returncode:
-            problems.append(f"network {network}: {proc.stderr.strip()}")
+    for kind, name in (("networks", network), ("storage-pools", pool)):
+        if name and _ours(kind, name):
+            proc = incus("network" if kind == "networks" else "storage", "delete", name, check=False)
+            if proc.returncode:
+                problems.append(f"{kind[:-1]} {name}: {proc.stderr.strip()}")
     return problems

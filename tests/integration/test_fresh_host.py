@@ -270,13 +270,11 @@ def setup_host(suite, gateway, archive, ca_bundle):
 def fresh_project():
     """A project with its own images and profile, and a bridge of its own with NAT (on a free
     subnet); deleted afterwards with everything in it, also when a test fails."""
+    problems = isolated.drop(FRESH_PROJECT, NETWORK, POOL)  # an interrupted run's
+    assert not problems, problems
     gateway = isolated.ensure_bridge(NETWORK, FRESH_PROJECT)
     try:
-        if incus("storage", "show", POOL, check=False).returncode:
-            incus("storage", "create", POOL, "dir", "--description", isolated.MARK)
-        if incus("project", "show", FRESH_PROJECT, check=False).returncode == 0:  # an interrupted run's
-            drop_project()
-            incus("project", "delete", FRESH_PROJECT)
+        incus("storage", "create", POOL, "dir", "--description", isolated.MARK)
         incus("project", "create", FRESH_PROJECT, "-c", "features.images=true", "-c", "features.profiles=true")
         incus("profile", "device", "add", "default", "root", "disk", "path=/", f"pool={POOL}",
               "--project", FRESH_PROJECT)
@@ -284,27 +282,8 @@ def fresh_project():
               "--project", FRESH_PROJECT)
         yield gateway
     finally:
-        problems = drop_project()
-        problems += isolated.drop(FRESH_PROJECT, NETWORK)
-        shown = incus("query", f"/1.0/storage-pools/{POOL}", check=False)
-        if shown.returncode == 0 and json.loads(shown.stdout).get("description") == isolated.MARK:
-            deleted = incus("storage", "delete", POOL, check=False)
-            if deleted.returncode:
-                problems.append(f"pool {POOL}: {deleted.stderr.strip()}")
+        problems = isolated.drop(FRESH_PROJECT, NETWORK, POOL)
         assert not problems, problems
-
-
-def drop_project():
-    problems = []
-    if incus("project", "show", FRESH_PROJECT, check=False).returncode:
-        return problems
-    for instance in json.loads(incus("list", "--project", FRESH_PROJECT, "--format", "json").stdout):
-        incus("delete", "--force", "--project", FRESH_PROJECT, instance["name"], check=False)
-    for image in json.loads(incus("image", "list", "--project", FRESH_PROJECT, "--format", "json").stdout):
-        proc = incus("image", "delete", "--project", FRESH_PROJECT, image["fingerprint"], check=False)
-        if proc.returncode:
-            problems.append(f"image {image['fingerprint']}: {proc.stderr.strip()}")
-    return problems
 
 
 def test_readme_names_the_command_this_test_runs():
