@@ -91,14 +91,16 @@ class AnsibleRunner:
         assert run.results, f"no result from {cmd}:\n{proc.stdout}\n{proc.stderr}"
         return run.results[0][2]
 
-    def playbook(self, playbook, extra_vars=None, check=False, diff=False, env=None, inventory=None, args=()):
-        """Run a playbook (a path, or YAML text written to a file); a PlaybookRun."""
+    def playbook(self, playbook, extra_vars=None, check=False, diff=False, env=None, inventory=None, args=(),
+                 wrapper=()):
+        """Run a playbook (a path, or YAML text written to a file), under ``wrapper`` (a command
+        prefix) if given; a PlaybookRun."""
         if "\n" in playbook:
             path = os.path.join(self.workdir, f"play-{abs(hash(playbook))}.yml")
             with open(path, "w") as handle:
                 handle.write(textwrap.dedent(playbook))
             playbook = path
-        cmd = [os.path.join(BIN, "ansible-playbook"), "-i", inventory or self.inventory, playbook]
+        cmd = [*wrapper, os.path.join(BIN, "ansible-playbook"), "-i", inventory or self.inventory, playbook]
         if extra_vars:
             cmd += ["-e", json.dumps(extra_vars)]
         cmd += ["--check"] if check else []

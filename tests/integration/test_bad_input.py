@@ -146,13 +146,13 @@ def test_failed_create_removes_what_it_made(ansible, incus, golden, cleanup):
         ansible.module("pixels_checkpoint", name="golden", label="nonet", state="absent")
 
 
-def host_role(ansible, extra_vars):
+def host_role(ansible, extra_vars, wrapper=()):
     """incus_host on this machine; the failed tasks' messages and whether anything changed."""
     run = ansible.playbook("""
         - hosts: localhost
           gather_facts: false
           roles: [homelab.pixels.incus_host]
-        """, extra_vars=extra_vars)
+        """, extra_vars=extra_vars, wrapper=wrapper)
     assert run.rc != 0, run.stdout[-3000:]
     messages = [str(result.get("msg")) for _task, _host, result in run.results if result.get("failed")]
     changed = [task for task, _host, result in run.results if result.get("changed")]
@@ -178,6 +178,34 @@ def test_host_pool_driver_the_kernel_lacks(ansible, tmp_path):
     assert not changed
     assert subprocess.run(["incus", "storage", "list", "--format", "csv", "-c", "n"], capture_output=True, text=True,
                           check=True).stdout == pools
+
+
+# The playbook in a mount namespace of its own where every loop device, /dev/loop-control and
+# /sys/block are covered: the real losetup then finds no free loop device, as on a host whose
+# loop devices are all taken or that has none (a privileged container without them).
+NO_LOOP_DEVICES = ["unshare", "--mount", "sh", "-c",
+                   "mount -t tmpfs none /sys/block && for d in /dev/loop-control /dev/loop[0-9]*; do "
+                   "mount --bind /dev/null $d || exit 1; done; exec \"$@\"", "sh"]
+
+
+def test_host_without_a_free_loop_device(ansible):
+    """btrfs asked for by name with no free loop device for the pool file: a stop naming the cause,
+    the variable and the ways out, before anything is installed or created."""
+    if subprocess.run(["sh", "-c", "grep -qw btrfs /proc/filesystems || "
+                                   "find /lib/modules/$(uname -r) -name 'btrfs.ko*' | grep -q ."],
+                      check=False).returncode:
+        pytest.skip("this kernel has no btrfs: the missing module would be the first reason")
+    proc = subprocess.run([*NO_LOOP_DEVICES, "losetup", "-f"], capture_output=True, text=True, check=False)
+    assert proc.returncode != 0, f"the namespace still has a free loop device: {proc.stdout}"
+    messages, changed = host_role(ansible, {"incus_host_storage_driver": "btrfs",
+                                            "incus_host_storage_pool": "pixels-test-noloop"}, wrapper=NO_LOOP_DEVICES)
+    assert len(messages) == 1, messages
+    said = " ".join(messages[0].split())
+    assert "incus_host_storage_driver is 'btrfs', but there is no free loop device" in said, said
+    assert "Set incus_host_storage_driver to dir" in said and "incus_host_storage_source" in said, said
+    assert not changed
+    shown = subprocess.run(["incus", "storage", "show", "pixels-test-noloop"], capture_output=True, check=False)
+    assert shown.returncode != 0  # not created
 
 
 def test_host_bridge_subnet_that_collides(ansible, incus):
