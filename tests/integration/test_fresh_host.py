@@ -321,6 +321,7 @@ def test_readme_names_the_command_this_test_runs():
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(4 * 3600 if FULL else 1200)
 def test_fresh_debian_hosts(fresh_project):
     """Debian 12 and 13, side by side: the README's commands make each an Incus host whose
     sandbox runs."""
