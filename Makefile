@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 
-.PHONY: venv host site test unit integration sanity bench build clean
+.PHONY: venv host site as-root test unit integration sanity bench build clean
 
 # Virtualenv with ansible-core, the runtime libraries and the test tools; the
 # repository is linked under .venv/collections so Ansible finds homelab.pixels.
@@ -26,22 +26,32 @@ venv: $(BIN)/ansible-playbook
 host: venv
 	ansible-playbook playbooks/incus_host.yml
 
-# The main job: a ready Incus host, then the site playbook on the example homelab.
+# The main job: a ready Incus host, then the site playbook on the example homelab. A user that
+# `make host` has just added to the Incus admin group has it from the next login on; until then
+# site.yml runs under sg.
 SITE_VARS ?= examples/homelab.yml
+INCUS_GROUP ?= incus-admin
+SITE_PLAY = ansible-playbook site.yml -e @$(SITE_VARS)
+NEEDS_SG = $(if $(filter 0,$(shell id -u)),,$(if $(filter $(INCUS_GROUP),$(shell id -nG)),,yes))
 site: host
-	ansible-playbook site.yml -e @$(SITE_VARS)
+	$(if $(NEEDS_SG),sg $(INCUS_GROUP) -c '$(SITE_PLAY)',$(SITE_PLAY))
 
 unit: venv
 	pytest tests/unit
 
-integration: host
+integration: as-root host
 	pytest tests/integration
 
 sanity: venv
 	tests/sanity.sh
 
+# The suite loads nft tables, mounts pools and sets sysctls on this machine: it runs as root.
+as-root:
+	@[ "$$(id -u)" = 0 ] || { echo "make: the test suite changes this machine's firewall, mounts and sysctls" \
+	  "and runs as root: sudo ./run test (or sudo make test)" >&2; exit 1; }
+
 # The whole suite, as CI runs it.
-test: host
+test: as-root host
 	pytest tests/unit tests/integration
 	tests/sanity.sh
 	ansible-galaxy collection build --force --output-path build/

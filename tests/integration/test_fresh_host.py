@@ -11,9 +11,12 @@ inside: `./run site`, with a one-sandbox vars file. The test passes only when In
 answers `incus info` and the sandbox `./run site` made runs a command.
 
 In the unprivileged container no loop file can be mounted, so the incus_host role must choose a
-dir pool itself and say why (checked). On Debian 12 a user without sudo is tried first: `./run host`
-must stop naming sudo and the way out, having installed nothing; and again once make is there,
-where the playbook's own check stops it.
+dir pool itself and say why (checked). Debian 13 is set up as root. Debian 12 by a user: first
+without sudo (`./run host` must stop naming sudo and the way out, having installed nothing), then
+with sudo as a Debian installer gives it (package, group, password; passwordless for `./run site`,
+whose apt step has no terminal to ask on), which the play uses to set up the host and to add the
+user to Incus' admin group, then runs site.yml as the user; last, sudo that asks for a password:
+a stop that names ANSIBLE_BECOME_ASK_PASS, then a pass with ANSIBLE_BECOME_PASSWORD_FILE.
 
 Outside access: apt reaches Debian's mirror over plain HTTP through the bridge's NAT. pip reaches
 PyPI over HTTPS; where the host reaches it only through a TLS-inspecting gateway (as on the
@@ -219,40 +222,60 @@ def boot(host, gateway, archive, ca_bundle):
         host.push(pathlib.Path(ca_bundle).read_bytes(), CA_PATH)
 
 
-def seed_image_cache(host, home="/root"):
+def seed_image_cache(host, home="/root", owner=None):
     if os.environ.get("PIXELS_FRESH_HOST_BUILD_IMAGE") == "1":
         return
     for tarball in glob.glob(str(IMAGE_CACHE / "debian-12-*.tar.gz")):
         host.push(pathlib.Path(tarball).read_bytes(), f"{home}/.cache/pixels/images/{os.path.basename(tarball)}")
+    if owner:
+        host.run(f"chown -R {owner}: {home}/.cache")
 
 
-def user_without_sudo(host, stage):
-    """A user without sudo runs `./run host`: a clear stop naming root and sudo, nothing installed.
-    Before make is there ./run stops it; after, the playbook's check (in a venv of its own)."""
-    user = {"name": "newcomer", "uid": 1000, "home": "/home/newcomer"}
-    if stage == "pristine":
-        host.run("useradd -m -u 1000 -s /bin/sh newcomer && tar -C /home/newcomer -xf /root/checkout.tar "
-                 "&& chown -R newcomer:newcomer /home/newcomer/pixels")
-        before = host.run("dpkg-query -W -f='${Package}\\n' | sort", check=False).stdout
-    proc = host.run("./run host", user=user, env=pip_env(), check=False)
+NEWCOMER = {"name": "newcomer", "uid": 1000, "home": "/home/newcomer"}
+
+
+def user_without_sudo(host):
+    """On a pristine host a user without sudo runs `./run host`: a clear stop naming root and sudo,
+    nothing installed."""
+    host.run("useradd -m -u 1000 -s /bin/sh newcomer && tar -C /home/newcomer -xf /root/checkout.tar "
+             "&& chown -R newcomer:newcomer /home/newcomer/pixels")
+    before = host.run("dpkg-query -W -f='${Package}\\n' | sort", check=False).stdout
+    proc = host.run("./run host", user=NEWCOMER, env=pip_env(), check=False)
     out = proc.stdout + proc.stderr
-    assert proc.returncode != 0, out[-4000:]
-    # pristine: no sudo at all; with make: ./run has installed sudo, which newcomer may not use
-    assert ("no sudo" if stage == "pristine" else "sudo asks for a password") in out, out[-4000:]
-    assert "as root" in out and "Traceback" not in out, out[-4000:]
-    if stage == "pristine":
-        after = host.run("dpkg-query -W -f='${Package}\\n' | sort", check=False).stdout
-        assert after == before, "packages changed"
-        assert "backports" not in host.run("ls /etc/apt/sources.list.d/").stdout
+    assert proc.returncode != 0 and "no sudo" in out and "as root" in out, out[-4000:]
+    assert "Traceback" not in out, out[-4000:]
+    assert host.run("dpkg-query -W -f='${Package}\\n' | sort", check=False).stdout == before, "packages changed"
+    assert "backports" not in host.run("ls /etc/apt/sources.list.d/").stdout
 
 
-def full_suite(host, ca_bundle):
+def user_with_sudo(host):
+    """The user gets sudo as a Debian installer gives it (the sudo package, the sudo group, a
+    password), and without a password for now: ./run's apt step has no terminal to ask on."""
+    host.run("apt-get update -q && apt-get install -y -q sudo && usermod -aG sudo newcomer "
+             "&& echo newcomer:fresh-pass | chpasswd "
+             "&& echo 'newcomer ALL=(ALL) NOPASSWD: ALL' > /etc/sudoers.d/newcomer-nopasswd")
+    seed_image_cache(host, NEWCOMER["home"], owner="newcomer")
+
+
+def password_sudo(host):
+    """sudo that asks for a password: a stop that says how to give it, then the way it says."""
+    host.run("rm /etc/sudoers.d/newcomer-nopasswd && printf 'fresh-pass\\n' > /home/newcomer/.become "
+             "&& chown newcomer /home/newcomer/.become && chmod 600 /home/newcomer/.become")
+    proc = host.run("./run host", user=NEWCOMER, check=False)
+    said = " ".join(proc.stdout.split())
+    assert proc.returncode != 0 and "sudo asks for a password" in said, proc.stdout[-4000:]
+    assert "ANSIBLE_BECOME_ASK_PASS=true" in said and "Traceback" not in said, proc.stdout[-4000:]
+    proc = host.run("./run host", user=NEWCOMER, env={"ANSIBLE_BECOME_PASSWORD_FILE": "/home/newcomer/.become"})
+    assert "changed=0" in proc.stdout, proc.stdout[-4000:]
+
+
+def full_suite(host, ca_bundle, checkout):
     """The README's second command after the first, in the same nested host."""
     if ca_bundle:
         host.run(f"apt-get install -y ca-certificates && cp {CA_PATH} /usr/local/share/ca-certificates/ "
                  "&& update-ca-certificates")
     log = f"/tmp/pixels-fresh-{host.suite}-test.log"
-    proc = host.run(f"cd pixels && {README_TEST} > /root/test.log 2>&1", env={"PIXELS_IN_FRESH_HOST": "1"},
+    proc = host.run(f"cd {checkout} && {README_TEST} > /root/test.log 2>&1", env={"PIXELS_IN_FRESH_HOST": "1"},
                     timeout=3 * 3600, check=False)
     incus("file", "pull", "--project", FRESH_PROJECT, f"{host.name}/root/test.log", log)
     tail = pathlib.Path(log).read_text(errors="replace")[-6000:]
@@ -261,22 +284,28 @@ def full_suite(host, ca_bundle):
 
 
 def setup_host(suite, gateway, archive, ca_bundle):
+    """Debian 12 by a user with sudo (after a user without it is stopped), Debian 13 as root."""
     host = Host(suite)
     started = time.monotonic()
+    as_user = suite == "bookworm"
+    user = NEWCOMER if as_user else None
+    checkout = f"{NEWCOMER['home']}/pixels" if as_user else "/root/pixels"
     try:
         boot(host, gateway, archive, ca_bundle)
-        if suite == "bookworm":
-            user_without_sudo(host, "pristine")
-        host.run("tar -xf checkout.tar")
-        seed_image_cache(host)
-        host.push(SITE_VARS, "/root/fresh.yml")
-        site = host.run(f"cd pixels && {README_SITE} SITE_VARS=/root/fresh.yml", env=pip_env())
+        if as_user:
+            user_without_sudo(host)
+            user_with_sudo(host)
+        else:
+            host.run("tar -xf checkout.tar")
+            seed_image_cache(host)
+        host.push(SITE_VARS, "/tmp/fresh.yml")
+        site = host.run(f"cd {checkout} && {README_SITE} SITE_VARS=/tmp/fresh.yml", user=user, env=pip_env())
         said = " ".join(site.stdout.split())  # the callback wraps long messages
         assert ("with driver dir: incus_host_storage_driver is auto and btrfs cannot work here: "
                 "this host runs in a user namespace") in said, site.stdout[-6000:]
         host.run("incus info >/dev/null && incus storage list && incus list")
         # btrfs asked for by name where no loop file can be mounted: a stop naming the variable
-        bad = host.run("cd pixels && .venv/bin/ansible-playbook playbooks/incus_host.yml "
+        bad = host.run(f"cd {checkout} && .venv/bin/ansible-playbook playbooks/incus_host.yml "
                        "-e incus_host_storage_driver=btrfs -e incus_host_storage_pool=nested-btrfs", check=False)
         said = " ".join(bad.stdout.split())
         assert bad.returncode != 0 and "incus_host_storage_driver is 'btrfs', but" in said, bad.stdout[-4000:]
@@ -284,10 +313,11 @@ def setup_host(suite, gateway, archive, ca_bundle):
         assert "nested-btrfs" not in host.run("incus storage list --format csv").stdout
         out = host.run("incus exec px-probe -- cat /etc/os-release").stdout
         assert "bookworm" in out, out
-        if suite == "bookworm":
-            user_without_sudo(host, "with make")
+        if as_user:
+            assert "newcomer" in host.run("getent group incus-admin").stdout
+            password_sudo(host)
         if FULL:
-            full_suite(host, ca_bundle)
+            full_suite(host, ca_bundle, checkout)
         return time.monotonic() - started, host.log
     except BaseException as exc:
         raise AssertionError(f"{suite}: {exc}\n\n--- log of {host.name} ---\n" + "\n".join(host.log)[-20000:]) \
