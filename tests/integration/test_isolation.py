@@ -66,3 +66,19 @@ def test_a_name_taken_on_the_bridge_names_the_project_that_holds_it(ansible, inc
            f"its name 'px-{name}' is already used on network {NETWORK}", f"project '{neighbour}'",
            "Choose another sandbox name", "a bridge of its own")
     assert instance_names(incus) == before  # the half-made sandbox is gone
+
+
+def test_dropping_a_project_keeps_the_users_images(incus):
+    """A project without images of its own lists the default project's (the user's): dropping it
+    must not delete them. (It did: every test run ended by deleting the user's debian/12.)"""
+    default = {image["fingerprint"] for image in json.loads(isolated.incus("image", "list", "--format", "json").stdout)}
+    assert default, "the default project has no image to keep"
+    name = f"{PROJECT}-d{secrets.token_hex(3)}"
+    isolated.incus("project", "create", name, "-c", "features.images=false", "-c", "features.profiles=false")
+    listed = {image["fingerprint"] for image in
+              json.loads(isolated.incus("image", "list", "--project", name, "--format", "json").stdout)}
+    assert listed == default  # what made the old drop delete them
+    assert not isolated.drop(name, None)
+    assert isolated.incus("project", "show", name, check=False).returncode != 0
+    after = {image["fingerprint"] for image in json.loads(isolated.incus("image", "list", "--format", "json").stdout)}
+    assert after == default
