@@ -6,7 +6,7 @@ quotas) is installed; a second run changes nothing; with full quotas the older o
 
 Incus itself is not installed here (incus_host_packages is empty: the fresh-host test installs it
 on Debian 12 and 13); the sandbox reaches Debian's mirror over plain HTTP through the test
-bridge's NAT. About 1.5 min, mostly apt.
+bridge's NAT. About 50 s, mostly apt.
 """
 
 import pytest
@@ -50,7 +50,7 @@ def test_btrfs_progs_for_simple_quotas_come_from_backports(ansible, incus, clean
     # check mode: says what it would install, changes nothing
     run = run_install(ansible, inventory, check=True)
     assert run.rc == 0, run.stdout[-3000:]
-    said = str(run.result("Report the packages that would be installed", "hostinstall").get("msg"))
+    said = str(run.result("homelab.pixels.incus_host : Report the packages that would be installed", "hostinstall").get("msg"))
     assert "would install btrfs-progs from bookworm-backports" in " ".join(said.split()), said
     assert not in_sandbox(instance, "ls /etc/apt/sources.list.d/").strip().count("backports")
 
