@@ -212,8 +212,10 @@ def boot(host, gateway, archive, ca_bundle):
     incus("start", host.name, "--project", FRESH_PROJECT)
     host.run("for i in $(seq 120); do case $(systemctl is-system-running --wait 2>/dev/null) in "
              "running|degraded) exit 0 ;; esac; sleep 1; done; exit 1", timeout=180)
-    # A fresh host has a resolver; the bridge's DNS forwards to the host's.
+    # A fresh host has a resolver (the bridge's DNS forwards to the host's) and its own name in
+    # /etc/hosts (sudo looks it up).
     host.push(f"nameserver {gateway}\n", "/etc/resolv.conf")
+    host.push("127.0.0.1\tlocalhost\n127.0.1.1\tfresh\n", "/etc/hosts")
     # minbase has no `ip`: the kernel's routing table says when DHCP has given a default route
     host.run("for i in $(seq 60); do awk '$2 == \"00000000\" {f=1} END {exit !f}' /proc/net/route && exit 0; "
              "sleep 1; done; echo no default route after 60 s; exit 1")
@@ -222,13 +224,11 @@ def boot(host, gateway, archive, ca_bundle):
         host.push(pathlib.Path(ca_bundle).read_bytes(), CA_PATH)
 
 
-def seed_image_cache(host, home="/root", owner=None):
+def seed_image_cache(host):
     if os.environ.get("PIXELS_FRESH_HOST_BUILD_IMAGE") == "1":
         return
     for tarball in glob.glob(str(IMAGE_CACHE / "debian-12-*.tar.gz")):
-        host.push(pathlib.Path(tarball).read_bytes(), f"{home}/.cache/pixels/images/{os.path.basename(tarball)}")
-    if owner:
-        host.run(f"chown -R {owner}: {home}/.cache")
+        host.push(pathlib.Path(tarball).read_bytes(), f"/root/.cache/pixels/images/{os.path.basename(tarball)}")
 
 
 NEWCOMER = {"name": "newcomer", "uid": 1000, "home": "/home/newcomer"}
@@ -254,7 +254,7 @@ def user_with_sudo(host):
     host.run("apt-get update -q && apt-get install -y -q sudo && usermod -aG sudo newcomer "
              "&& echo newcomer:fresh-pass | chpasswd "
              "&& echo 'newcomer ALL=(ALL) NOPASSWD: ALL' > /etc/sudoers.d/newcomer-nopasswd")
-    seed_image_cache(host, NEWCOMER["home"], owner="newcomer")
+    seed_image_cache(host)  # the image role runs as root (become): root's cache
 
 
 def password_sudo(host):
