@@ -28,13 +28,19 @@ class PlaybookRun:
     stats: dict = field(default_factory=dict)
     results: list = field(default_factory=list)  # (task name, host, result) in order
 
+    def _parsed_stats(self):
+        # No stats: the run printed no result (it crashed, or the callback's output changed). A
+        # count of 0 then would pass every idempotence check on a run that did nothing.
+        assert self.stats, f"the run printed no result (rc {self.rc}):\n{self.stdout[-3000:]}\n{self.stderr[-3000:]}"
+        return self.stats.values()
+
     @property
     def changed(self):
-        return sum(s.get("changed", 0) for s in self.stats.values())
+        return sum(s.get("changed", 0) for s in self._parsed_stats())
 
     @property
     def failed(self):
-        return sum(s.get("failures", 0) + s.get("unreachable", 0) for s in self.stats.values())
+        return sum(s.get("failures", 0) + s.get("unreachable", 0) for s in self._parsed_stats())
 
     def result(self, task_name, host="localhost"):
         for name, where, result in self.results:
