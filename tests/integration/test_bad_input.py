@@ -239,3 +239,30 @@ def test_host_refuses_to_mix_with_zabbly(ansible, tmp_path):
     assert len(messages) == 1 and "from another source" in messages[0], messages
     assert "zz-pixels-test-zabbly.sources" in messages[0] and "incus_host_install=false" in messages[0], messages
     assert not changed
+
+
+def test_site_key_pair_without_ssh_keygen(ansible, tmp_path):
+    """No key in ~/.ssh and no ssh-keygen on the controller: the site role stops naming what to
+    install or set, and makes nothing (not even the key pair's directory)."""
+    bin_dir = tmp_path / "bin"  # this machine's commands but ssh-keygen
+    bin_dir.mkdir()
+    for directory in ("/usr/local/bin", "/usr/bin", "/bin"):
+        for entry in os.scandir(directory):
+            if entry.name != "ssh-keygen" and not os.path.lexists(bin_dir / entry.name):
+                (bin_dir / entry.name).symlink_to(entry.path)
+    home = tmp_path / "home"
+    home.mkdir()
+    run = ansible.playbook("""
+        - hosts: localhost
+          gather_facts: false
+          tasks:
+            - ansible.builtin.include_role:
+                name: homelab.pixels.site
+                tasks_from: ssh_key.yml
+        """, env={"HOME": str(home), "XDG_CONFIG_HOME": str(home / ".config"),
+                  "PATH": f"{os.path.dirname(sys.executable)}:{bin_dir}"})
+    assert run.rc != 0, run.stdout[-3000:]
+    messages = [str(result.get("msg")) for _task, _host, result in run.results if result.get("failed")]
+    assert len(messages) == 1 and "no ssh-keygen on the controller" in " ".join(messages[0].split()), messages
+    assert "apt-get install openssh-client" in messages[0] and "pixels_ssh_keys" in messages[0], messages
+    assert not (home / ".config" / "pixels").exists()
