@@ -52,7 +52,7 @@ as-root:
 
 # The whole suite, as CI runs it.
 test: as-root host
-	pytest tests/unit tests/integration
+	pytest --durations=10 tests/unit tests/integration
 	tests/sanity.sh
 	ansible-galaxy collection build --force --output-path build/
 

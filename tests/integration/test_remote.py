@@ -109,10 +109,6 @@ def test_unreachable_remote(ansible, incus, remote):
     assert result.get("failed") and "127.0.0.1:1" in result["msg"] and "Traceback" not in result["msg"], result
 
 
-def test_os_environment_is_restored():
-    assert os.environ.get("PIXELS_INCUS_REMOTE") is None
-
-
 def test_inventory_over_https(ansible, incus, remote, bundle_env, golden, tmp_path):
     """The sandboxes inventory lists the same sandboxes through the remote as through the socket."""
     source = tmp_path / "remote.pixels.yml"

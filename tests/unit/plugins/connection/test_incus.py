@@ -332,12 +332,17 @@ def test_validate_certs_false_is_the_only_way_around(wss):
 
 
 def test_pinned_context_checks_the_fingerprint_not_the_name(wss):
-    context = tls_context(server_cert=wss["server_cert"])
-    assert context.verify_mode == ssl.CERT_NONE and not context.check_hostname
+    """The pin decides, at the handshake: the pinned certificate passes under any name, and
+    another certificate fails even where the name would match."""
     host, port = wss["url"][len("https://"):].split(":")
+    context = tls_context(server_cert=wss["server_cert"])
     with socket.create_connection((host, int(port))) as raw:
         with context.wrap_socket(raw, server_hostname="not-the-name.invalid") as tls:
             assert tls.version()
+    context = tls_context(server_cert=wss["other_cert"])
+    with socket.create_connection((host, int(port))) as raw:
+        with pytest.raises(ssl.SSLCertVerificationError, match="fingerprint mismatch"):
+            context.wrap_socket(raw, server_hostname=host)
 
 
 def test_pin_file_without_certificate(tmp_path):
