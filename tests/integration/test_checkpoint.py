@@ -14,11 +14,13 @@ def test_checkpoint_create_list_restore_delete(ansible, incus, cleanup):
 
     made = ansible.module("pixels_checkpoint", name="cp", label="one")
     assert made["changed"] and made["checkpoint"]["label"] == "one" and made["checkpoints"] == ["one"]
+    assert snapshot_names(incus, "px-cp") == ["one"]
     assert ansible.module("pixels_checkpoint", name="cp", label="one")["changed"] is False
 
     in_sandbox("px-cp", "echo after > /root/state; touch /root/new")
     stamped = ansible.module("pixels_checkpoint", name="cp")
     assert stamped["changed"] and stamped["checkpoint"]["label"].startswith("px-")
+    assert snapshot_names(incus, "px-cp") == ["one", stamped["checkpoint"]["label"]]
 
     listed = ansible.module("pixels_checkpoint_info", name="cp")["checkpoints"]
     assert [c["label"] for c in listed] == ["one", stamped["checkpoint"]["label"]]
@@ -36,6 +38,7 @@ def test_checkpoint_create_list_restore_delete(ansible, incus, cleanup):
 
     deleted = ansible.module("pixels_checkpoint", name="cp", label="one", state="absent")
     assert deleted["changed"] and "one" not in deleted["checkpoints"]
+    assert snapshot_names(incus, "px-cp") == [stamped["checkpoint"]["label"]]
     assert ansible.module("pixels_checkpoint", name="cp", label="one", state="absent")["changed"] is False
 
 
@@ -57,9 +60,12 @@ def test_checkpoint_check_mode(ansible, incus, cleanup):
     assert result["changed"] and result["diff"]["after"]["checkpoints"] == ["x"]
     assert snapshot_names(incus, "px-cpcheck") == []
     ansible.module("pixels_checkpoint", name="cpcheck", label="x")
+    in_sandbox("px-cpcheck", "echo after-x > /root/marker")
     assert ansible.adhoc("pixels_checkpoint", check=True, name="cpcheck", label="x", state="absent")["changed"]
     assert ansible.adhoc("pixels_checkpoint", check=True, name="cpcheck", label="x", state="restored")["changed"]
     assert snapshot_names(incus, "px-cpcheck") == ["x"]
+    # a check-mode restore restored nothing: what was written after the checkpoint is still there
+    assert in_sandbox("px-cpcheck", "cat /root/marker").strip() == "after-x"
 
 
 def test_destroy_removes_checkpoints(ansible, incus, cleanup):
@@ -68,7 +74,7 @@ def test_destroy_removes_checkpoints(ansible, incus, cleanup):
     assert ansible.module("pixels_container", name="cpgone", state="absent")["changed"]
     assert not incus.instances.exists("px-cpgone")
     again = ansible.module("pixels_container", name="cpgone", state="stopped")
-    assert again["sandbox"]["checkpoints"] == []
+    assert again["sandbox"]["checkpoints"] == [] and snapshot_names(incus, "px-cpgone") == []
 
 
 @pytest.fixture(scope="module")

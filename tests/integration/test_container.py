@@ -14,7 +14,11 @@ def test_create_from_image_then_idempotent(ansible, incus, cleanup):
     assert box["ipv4"] and box["ipv4"][0].startswith("10.")
     assert (box["cpu"], box["memory"], box["image"]) == (1, 384, "debian/12")
     assert box["created_at"]
-    assert incus.instances.get("px-life").status == "Running"
+    instance = incus.instances.get("px-life")
+    assert instance.status == "Running"
+    assert (instance.config["limits.cpu"], instance.config["limits.memory"]) == ("1", "384MiB"), instance.config
+    addresses = [a["address"] for a in instance.state().network["eth0"]["addresses"] if a["family"] == "inet"]
+    assert box["ipv4"] == addresses, (box["ipv4"], addresses)
 
     again = ansible.module("pixels_container", name="life", cpu=1, memory=384)
     assert again["changed"] is False, again
@@ -31,6 +35,7 @@ def test_stop_start_restart(ansible, incus, cleanup):
 
     started = ansible.module("pixels_container", name="cycle", state="started")
     assert started["changed"] and started["sandbox"]["status"] == "running" and started["sandbox"]["ipv4"]
+    assert incus.instances.get("px-cycle").status == "Running"
     assert ansible.module("pixels_container", name="cycle", state="started")["changed"] is False
     assert ansible.module("pixels_container", name="cycle", state="present")["changed"] is False
 
@@ -41,6 +46,7 @@ def test_stop_start_restart(ansible, incus, cleanup):
 
     stopped = ansible.module("pixels_container", name="cycle", state="stopped")
     assert stopped["changed"] and stopped["sandbox"]["status"] == "stopped"
+    assert incus.instances.get("px-cycle").status == "Stopped"
 
     gone = ansible.module("pixels_container", name="cycle", state="absent")
     assert gone["changed"] and gone["sandbox"] == {}

@@ -49,7 +49,7 @@ def test_lifecycle_over_https(ansible, incus, remote, bundle_env, cleanup):
     assert ansible.module("pixels_checkpoint", **remote_args(remote, name="far", label="one", state="restored"))["changed"]
     assert in_sandbox("px-far", "cat /root/f").strip() == "one"
     stopped = ansible.module("pixels_container", **remote_args(remote, name="far", state="stopped"))
-    assert stopped["sandbox"]["status"] == "stopped"
+    assert stopped["sandbox"]["status"] == "stopped" and incus.instances.get("px-far").status == "Stopped"
     assert ansible.module("pixels_container", **remote_args(remote, name="far", state="stopped"))["changed"] is False
     names = [s["name"] for s in ansible.module("pixels_container_info", **remote_args(remote))["sandboxes"]]
     assert {"far", "farclone"} <= set(names)

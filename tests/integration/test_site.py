@@ -118,6 +118,7 @@ def test_pixels_sandboxes_module(ansible, incus, cleanup, tmp_path):
     by_name = {r["name"]: r for r in result["sandboxes"]}
     assert by_name["bs-m1"]["sandbox"]["status"] == "running" and by_name["bs-m1"]["sandbox"]["ipv4"]
     assert by_name["bs-m2"]["sandbox"]["status"] == "stopped"
+    assert incus.instances.get("px-bs-m1").status == "Running" and incus.instances.get("px-bs-m2").status == "Stopped"
     assert instance("px-bs-m3") is None
 
     again = ansible.module("pixels_sandboxes", sandboxes=entries[:2])
