@@ -19,6 +19,23 @@ def btrfs(*args, check=True):
     return proc
 
 
+def loop_pools_unavailable():
+    """Why no loop-backed btrfs pool can be made here, as the incus_host role decides (the kernel
+    lacks btrfs, a user namespace, no free loop device); None when one can."""
+    with open("/proc/filesystems") as handle:
+        known = any(line.split()[-1] == "btrfs" for line in handle if line.strip())
+    modules = subprocess.run(["sh", "-c", "find /lib/modules/$(uname -r) -name 'btrfs.ko*' 2>/dev/null | grep -q ."],
+                             check=False).returncode == 0
+    if not known and not modules:
+        return "the kernel has no btrfs"
+    with open("/proc/self/uid_map") as handle:
+        if handle.readline().split() != ["0", "0", "4294967295"]:
+            return "this host runs in a user namespace (an unprivileged container), where no loop file can be mounted"
+    if subprocess.run(["losetup", "-f"], capture_output=True, check=False).returncode:
+        return "there is no free loop device"
+    return None
+
+
 def kernel_has_simple_quotas():
     return os.path.exists("/sys/fs/btrfs/features/simple_quota")
 

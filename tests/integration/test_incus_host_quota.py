@@ -33,6 +33,9 @@ def drop(pool):
 
 @pytest.fixture
 def pool():
+    unavailable = btrfs_quota.loop_pools_unavailable()
+    if unavailable:
+        pytest.skip(f"no btrfs pool of the test's own here: {unavailable}")
     name = f"{PROJECT}-role"
     drop(name)
     yield name
