@@ -3,7 +3,8 @@
 import re
 import subprocess
 
-from conftest import in_sandbox, incus_cli, snapshot_names, wait_for
+import isolated
+from conftest import PROJECT, in_sandbox, incus_cli, snapshot_names, wait_for
 
 
 def test_create_from_image_then_idempotent(ansible, incus, cleanup):
@@ -177,3 +178,74 @@ def test_info_lists_only_sandboxes(ansible, incus, golden, cleanup):
     names = [s["name"] for s in ansible.module("pixels_container_info")["sandboxes"]]
     assert "golden" in names and "not-ours" not in names
     assert ansible.module("pixels_container_info", name="nothere")["exists"] is False
+
+
+def test_cpu_reconciled_on_an_existing_sandbox(ansible, incus, cleanup):
+    ansible.module("pixels_container", name="cpus", cpu=1, memory=256)
+    assert in_sandbox("px-cpus", "nproc").strip() == "1"
+    result = ansible.adhoc("pixels_container", diff=True, name="cpus", cpu=2)
+    assert result["changed"] and (result["diff"]["before"]["cpu"], result["diff"]["after"]["cpu"]) == (1, 2)
+    assert incus.instances.get("px-cpus").config["limits.cpu"] == "2"
+    assert in_sandbox("px-cpus", "nproc").strip() == "2"  # applied live
+    assert ansible.module("pixels_container", name="cpus", cpu=2)["changed"] is False
+
+
+def test_pool_of_a_new_sandbox(ansible, incus, cleanup):
+    """pool= puts the root disk on that pool; an unknown pool fails naming the option."""
+    pool = f"{PROJECT}-p"
+    subprocess.run(["incus", "storage", "delete", pool], capture_output=True, check=False)
+    subprocess.run(["incus", "storage", "create", pool, "dir", "--description", isolated.MARK],
+                   capture_output=True, check=True)
+    try:
+        result = ansible.module("pixels_container", name="onpool", pool=pool, state="stopped")
+        assert result["changed"] and not result.get("failed"), result
+        instance = incus.instances.get("px-onpool")
+        assert instance.expanded_devices["root"]["pool"] == pool, instance.expanded_devices
+        bad = ansible.module("pixels_container", name="nopool", pool=f"{PROJECT}-no-such-pool")
+        assert bad.get("failed") and "pool" in bad["msg"] and "Traceback" not in bad["msg"], bad
+        assert not incus.instances.exists("px-nopool")
+    finally:
+        incus_cli("delete", "--force", "px-onpool", check=False)
+        subprocess.run(["incus", "storage", "delete", pool], capture_output=True, check=False)
+
+
+# A shutdown job that takes 20 s and leaves a mark when it ends: a clean stop waits for it.
+SLOW_STOP_UNIT = """[Unit]
+Description=slow to stop
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=/bin/true
+ExecStop=/bin/sh -c 'sleep 20; touch /root/stopped-cleanly'
+TimeoutStopSec=120
+[Install]
+WantedBy=multi-user.target
+"""
+
+
+def test_stop_timeout_forces_a_slow_shutdown(ansible, incus, cleanup):
+    ansible.module("pixels_container", name="slowstop")
+    in_sandbox("px-slowstop", f"cat > /etc/systemd/system/slow-stop.service <<'EOF'\n{SLOW_STOP_UNIT}EOF\n"
+                              "systemctl daemon-reload && systemctl enable --now slow-stop.service")
+    stopped = ansible.module("pixels_container", name="slowstop", state="stopped", stop_timeout=2)
+    assert stopped["changed"] and incus.instances.get("px-slowstop").status == "Stopped", stopped
+    ansible.module("pixels_container", name="slowstop")
+    assert in_sandbox("px-slowstop", "test -e /root/stopped-cleanly && echo yes || echo no").strip() == "no"
+    # the default (30 s) lets it finish
+    ansible.module("pixels_container", name="slowstop", state="stopped")
+    ansible.module("pixels_container", name="slowstop")
+    assert in_sandbox("px-slowstop", "test -e /root/stopped-cleanly && echo yes || echo no").strip() == "yes"
+
+
+def test_wait_false_does_not_wait_for_an_address(ansible, incus, cleanup):
+    """A sandbox that never gets an address (no DHCP on eth0): wait=false starts it and returns;
+    the default waits and fails after wait_timeout, naming the sandbox."""
+    ansible.module("pixels_container", name="noaddr")
+    in_sandbox("px-noaddr", "printf 'auto lo\\niface lo inet loopback\\n' > /etc/network/interfaces")
+    ansible.module("pixels_container", name="noaddr", state="stopped")
+    started = ansible.module("pixels_container", name="noaddr", state="started", wait=False)
+    assert started["changed"] and not started.get("failed"), started
+    assert incus.instances.get("px-noaddr").status == "Running"
+    assert started["sandbox"]["ipv4"] == []
+    waited = ansible.module("pixels_container", name="noaddr", state="restarted", wait_timeout=5)
+    assert waited.get("failed") and "px-noaddr" in waited["msg"] and "wait_timeout" in waited["msg"], waited
