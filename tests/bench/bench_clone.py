@@ -2,7 +2,7 @@
 
 Ours (the backend library the modules use) against raw pylxd doing copy + start + poll, in
 the same run, on the same pool, alternating so that neither gets a warmer cache. Target: ours
-at most 1.3x raw. Prints the figures; exits 1 with --strict when a target is missed.
+at most 1.3x raw. Prints the figures; exits 1 (unless --no-strict) when a target is missed.
 """
 
 import os

@@ -6,7 +6,7 @@ CLI; from the `ansible` package, installed only into this benchmark's own virtua
 the same run, alternating rounds so that none gets a warmer cache. All three run with the same
 ansible-playbook (this checkout's .venv). Targets: ours at most 0.55x community.general.incus,
 and no slower than ssh with pipelining. Also prints, for information, 20 separate tasks (ours
-and ssh). Prints the figures; exits 1 with --strict when a target is missed.
+and ssh). Prints the figures; exits 1 (unless --no-strict) when a target is missed.
 """
 
 import glob

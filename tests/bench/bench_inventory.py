@@ -7,7 +7,7 @@ checkout's .venv); community.general comes from the `ansible` package installed 
 virtualenv of the benchmark's own (~/.cache/pixels/bench-venv), never into .venv.
 
 Targets (issue 3): ours at least 3x faster than community.general.lxd, and at most 0.3 s
-above the empty inventory. Prints the figures; exits 1 with --strict when a target is missed.
+above the empty inventory. Prints the figures; exits 1 (unless --no-strict) when a target is missed.
 The sandboxes are stopped clones in an Incus project of their own, deleted at the end.
 """
 

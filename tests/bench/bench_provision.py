@@ -5,7 +5,7 @@
    quick check (one command in the sandbox) should end it: target < 3 s for the role's run.
 References measured in the same run, on the same clone: the floor of any playbook over the
 homelab.pixels.incus connection (one `raw: true` task), and the role with every step forced
-(what the re-run would cost without the quick check). Exits 1 with --strict when the target is missed.
+(what the re-run would cost without the quick check). Exits 1 (unless --no-strict) when the target is missed.
 """
 
 import json

@@ -17,7 +17,7 @@ pixels_checkpoint_info report: with M MiB held only by the checkpoint, a real si
 
 Targets: the role's default mode (simple) costs its pool's threads at most 1.5x the CPU of no
 accounting, plus 1 s; pixels_checkpoint_info says null for a checkpoint's size with simple quotas
-and without accounting, and at least M MiB with full quota groups. Exits 1 with --strict when one
+and without accounting, and at least M MiB with full quota groups. Exits 1 (unless --no-strict) when one
 is missed. QUOTA_DEBUG=1 prints the cleaner's progress every second.
 """
 

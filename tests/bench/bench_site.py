@@ -7,7 +7,7 @@
 - ten: `ansible-playbook site.yml` with 10 sandboxes from the same base, in parallel, against
   the backend library cloning ten in threads (what Incus itself takes for ten at once).
 
-Targets (issue #6): one under 3 s; ten under 2x one. Prints the figures; exits 1 with --strict
+Targets (issue #6): one under 3 s; ten under 2x one. Prints the figures; exits 1 (unless --no-strict)
 when a target is missed. Provisioning and dev tools are off: this measures the site machinery.
 """
 

@@ -12,12 +12,14 @@ IMAGE = os.environ.get("PIXELS_TEST_IMAGE", "debian/12")
 
 
 def arguments(doc, rounds, extra=()):
-    """--rounds and --strict (exit 1 when a target is missed), plus (flag, type, default) extras."""
+    """--rounds and --strict (on by default: exit 1 when a target is missed; --no-strict only
+    reports), plus (flag, type, default) extras."""
     parser = argparse.ArgumentParser(description=doc)
     for flag, kind, default in extra:
         parser.add_argument(flag, type=kind, default=default)
     parser.add_argument("--rounds", type=int, default=rounds)
-    parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
+    parser.add_argument("--strict", action=argparse.BooleanOptionalAction, default=True,
+                        help="exit 1 when a target is missed (the default; --no-strict only reports)")
     return parser.parse_args()
 
 
