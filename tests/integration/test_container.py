@@ -118,8 +118,9 @@ def served_host_key(address):
 
 def identity_of(name):
     """machine-id, the three public host keys and the ed25519 key files' modes, once made."""
-    in_sandbox(f"px-{name}", "for i in $(seq 600); do test -s /etc/ssh/ssh_host_rsa_key.pub && test -s /etc/ssh/ssh_host_ecdsa_key.pub "
-                             "&& test -s /etc/ssh/ssh_host_ed25519_key.pub && exit 0; sleep 0.1; done; exit 1")
+    wait_for(lambda: in_sandbox(f"px-{name}", "test -s /etc/ssh/ssh_host_rsa_key.pub && test -s /etc/ssh/ssh_host_ecdsa_key.pub "
+                                              "&& test -s /etc/ssh/ssh_host_ed25519_key.pub && echo made", check=False),
+             timeout=60, what=f"the host keys of px-{name}", interval=0.2)
     return in_sandbox(f"px-{name}", IDENTITY).split("\n")
 
 

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from conftest import in_sandbox, incus_cli
+from conftest import in_sandbox, incus_cli, wait_for
 from test_connection import host_line, no_traceback, write_inventory
 from test_provision import HOST_BUNDLE, make_key, provision, ssh
 
@@ -198,10 +198,8 @@ def test_interrupted_install_is_failed(box):
         run = box_.devtools(pixels_devtools_installer="npm", pixels_devtools_node_source="nodesource",
                             pixels_devtools_nodesource_key_url="http://127.0.0.1:8765/nodesource.asc")
         assert run.rc == 0, run.stdout[-3000:]
-        for _attempt in range(50):
-            if "downloading" in box_.status()["steps"][0]["log_tail"]:
-                break
-            time.sleep(0.5)
+        wait_for(lambda: "downloading" in box_.status()["steps"][0]["log_tail"], timeout=60,
+                 what="the node step to start downloading the key")
         assert box_.status()["state"] == "running"
         in_sandbox(INSTANCE, "systemctl stop pixels-devtools.service")
     finally:
