@@ -5,8 +5,9 @@ import subprocess
 
 import pytest
 
-from conftest import IMAGE, in_sandbox, incus_cli, instance_names
-from site_helpers import OFF, failure, instance, ok, role_tasks, site, snapshots, summary
+import isolated
+from conftest import IMAGE, NETWORK, PROJECT, in_sandbox, incus_cli, instance_names
+from site_helpers import OFF, SITE, failure, instance, ok, role_tasks, site, snapshots, summary, write_vars
 
 
 def site_vars(tmp_path, *sandboxes):
@@ -158,3 +159,50 @@ def test_site_provisions_restricts_and_opens_a_console(ansible, incus, cleanup, 
 
     again = ok(site(ansible, tmp_path, data, extra=extra))
     assert again.changed == 0, [(task, host) for task, host, result in again.results if result.get("changed")]
+
+
+def test_site_check_mode_on_an_empty_project(ansible, incus, tmp_path):
+    """site.yml --check where nothing exists yet (a new user's first look): it passes, shows what
+    it would build and create, and creates nothing."""
+    empty = f"{PROJECT}-empty"
+    isolated.ensure_project(empty, NETWORK)
+    try:
+        data = site_vars(tmp_path, dict(name="bs-e1", base="bs-sb", **OFF), dict(name="bs-e2", image=IMAGE, **OFF))
+        run = ok(ansible.playbook(SITE, check=True, env={"PIXELS_INCUS_PROJECT": empty},
+                                  args=["-e", "@" + write_vars(tmp_path, data)]))
+        assert run.changed > 0
+        rows = {line.split()[0]: line for line in summary(run)[1:] if not line.startswith("bases")}
+        assert {"bs-e1", "bs-e2"} <= set(rows), rows
+        listed = subprocess.run(["incus", "list", "--project", empty, "--format", "csv", "-c", "n"],
+                                capture_output=True, text=True, check=True).stdout
+        assert listed.strip() == "", listed
+    finally:
+        assert not isolated.drop(empty, None)
+
+
+def test_module_defaults_group(ansible, incus, cleanup):
+    """module_defaults for group/homelab.pixels.pixels reach every module of the group: the
+    connection options (here the project: the environment names another one)."""
+    run = ansible.playbook(f"""
+        - hosts: localhost
+          gather_facts: false
+          module_defaults:
+            group/homelab.pixels.pixels:
+              project: {PROJECT}
+          tasks:
+            - name: Create
+              homelab.pixels.pixels_container:
+                name: bs-defaults
+                state: stopped
+            - name: Info
+              homelab.pixels.pixels_container_info:
+                name: bs-defaults
+            - name: Checkpoint
+              homelab.pixels.pixels_checkpoint:
+                name: bs-defaults
+                label: one
+        """, env={"PIXELS_INCUS_PROJECT": f"{PROJECT}-nowhere"})
+    ok(run)
+    assert instance("px-bs-defaults")["status"] == "Stopped"
+    assert run.result("Info")["sandboxes"][0]["instance"] == "px-bs-defaults"
+    assert [label for label, _ in snapshots("px-bs-defaults")] == ["one"]
