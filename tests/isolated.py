@@ -8,10 +8,17 @@ uses, and `eth0` on a bridge made for the run. (Incus only lets non-default proj
 networks, so the bridge itself lives in the default project; nothing of the user's uses it.)
 """
 
+import contextlib
+import fcntl
 import hashlib
 import ipaddress
 import json
+import os
 import subprocess
+import time
+
+# Root's own directory (not a world-writable one) for the locks below.
+LOCKS = os.path.expanduser("~/.cache/pixels/locks")
 
 
 def incus(*args, check=True, timeout=300):
@@ -19,6 +26,55 @@ def incus(*args, check=True, timeout=300):
     if check and proc.returncode:
         raise RuntimeError(f"incus {' '.join(args)} failed: {proc.stderr.strip()}")
     return proc
+
+
+def _lock(path, blocking_seconds=0):
+    """An flock on ``path`` with who holds it written in; the open file, or None with the
+    holder's line when it stays busy for ``blocking_seconds``."""
+    os.makedirs(LOCKS, mode=0o700, exist_ok=True)
+    handle = open(path, "a+")  # pylint: disable=consider-using-with  (held until the process ends)
+    deadline = time.monotonic() + blocking_seconds
+    while True:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                handle.seek(0)
+                holder = handle.read().strip() or "a process that wrote nothing"
+                handle.close()
+                return None, holder
+            time.sleep(1)
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"pid {os.getpid()} in {os.getcwd()}, since {time.strftime('%H:%M:%S')}\n")
+    handle.flush()
+    return handle, None
+
+
+def run_lock(project):
+    """This test run's hold on ``project`` (and its bridge), for the whole run: a second run on
+    the same project would delete the first one's sandboxes. Raises RuntimeError naming the
+    holder when another run has it."""
+    handle, holder = _lock(os.path.join(LOCKS, f"project-{project}.lock"))
+    if handle is None:
+        raise RuntimeError(
+            f"another test run uses Incus project {project!r} ({holder}): wait for it to end, or give this "
+            f"run a project of its own with PIXELS_TEST_PROJECT=pixels-test-<name> (each gets its own bridge)")
+    return handle
+
+
+@contextlib.contextmanager
+def host_wide(what, timeout=1800):
+    """Held while a test changes something the whole host shares (Incus' HTTPS address): runs on
+    other projects wait for it, up to ``timeout`` seconds."""
+    handle, holder = _lock(os.path.join(LOCKS, "host-wide.lock"), blocking_seconds=timeout)
+    if handle is None:
+        raise RuntimeError(f"{what}: another test run held the host-wide lock for {timeout} s ({holder})")
+    try:
+        yield
+    finally:
+        handle.close()
 
 
 def bridge_name(project):

@@ -4,9 +4,11 @@ Every instance the tests make lives in that project and is deleted afterwards,
 even when a test fails; the project itself is deleted at the end of the session.
 """
 
+import hashlib
 import json
 import os
 import subprocess
+import sys
 import time
 
 import pylxd
@@ -22,7 +24,19 @@ IMAGE = os.environ.get("PIXELS_TEST_IMAGE", "debian/12")
 # The test project's own bridge (see tests/isolated.py) and its host address: the sandboxes'
 # gateway and DNS server. Made here, at collection, so that module constants can use it.
 NETWORK = os.environ.get("PIXELS_TEST_NETWORK") or isolated.bridge_name(PROJECT)
+# One run a project: a second `make test` beside the first stops here, naming it, before it
+# touches the project or the bridge (runs with projects of their own go side by side). With
+# pytest-xdist, the workers of one run would need to share this: take it in the controller.
+if os.path.exists(SOCKET):
+    try:
+        RUN_LOCK = isolated.run_lock(PROJECT)
+    except RuntimeError as exc:
+        # (pytest.exit here would be reported as a conftest ImportError)
+        sys.stderr.write(f"make test: {exc}\n")
+        sys.exit(3)
 GATEWAY = isolated.ensure_bridge(NETWORK, PROJECT) if os.path.exists(SOCKET) else "192.0.2.1"
+# Host nftables tables of the egress tests, one set a project (names of at most 32 characters).
+EGRESS_TABLE_TAG = hashlib.sha256(PROJECT.encode()).hexdigest()[:8]
 
 
 def incus_cli(*args, check=True, timeout=300):
@@ -167,18 +181,21 @@ HTTPS_ADDRESS = "127.0.0.1:8443"
 def incus_https(incus, tmp_path_factory):
     """Incus' HTTPS listener and a client certificate restricted to the test project; undone afterwards."""
     certs = tmp_path_factory.mktemp("https")
-    crt, key = make_cert(certs, "pixels-test-client")
-    previous = subprocess.run(["incus", "config", "get", "core.https_address"],
-                              capture_output=True, text=True, check=True).stdout.strip()
-    if not previous:
-        subprocess.run(["incus", "config", "set", f"core.https_address={HTTPS_ADDRESS}"], check=True)
-    subprocess.run(["incus", "config", "trust", "add-certificate", crt, "--name", "pixels-test-client",
-                    "--restricted", "--projects", PROJECT], check=True)
-    yield {"remote": f"https://{previous or HTTPS_ADDRESS}", "client_cert": crt, "client_key": key,
-           "server_cert": "/var/lib/incus/server.crt", "certs": certs}
-    subprocess.run(["incus", "config", "trust", "remove", fingerprint(crt)[:12]], check=False)
-    if not previous:
-        subprocess.run(["incus", "config", "unset", "core.https_address"], check=False)
+    crt, key = make_cert(certs, f"pixels-test-client-{PROJECT}")
+    with isolated.host_wide("Incus' HTTPS address"):
+        previous = subprocess.run(["incus", "config", "get", "core.https_address"],
+                                  capture_output=True, text=True, check=True).stdout.strip()
+        if not previous:
+            subprocess.run(["incus", "config", "set", f"core.https_address={HTTPS_ADDRESS}"], check=True)
+        subprocess.run(["incus", "config", "trust", "add-certificate", crt, "--name", f"pixels-test-client-{PROJECT}",
+                        "--restricted", "--projects", PROJECT], check=True)
+        try:
+            yield {"remote": f"https://{previous or HTTPS_ADDRESS}", "client_cert": crt, "client_key": key,
+                   "server_cert": "/var/lib/incus/server.crt", "certs": certs}
+        finally:
+            subprocess.run(["incus", "config", "trust", "remove", fingerprint(crt)[:12]], check=False)
+            if not previous:
+                subprocess.run(["incus", "config", "unset", "core.https_address"], check=False)
 
 
 def pytest_sessionfinish(session, exitstatus):  # pylint: disable=unused-argument

@@ -11,11 +11,11 @@ import subprocess
 
 import pytest
 
-from conftest import GATEWAY, IMAGE, PROJECT, in_sandbox, incus_cli, wait_booted, wait_for, wait_ready
+from conftest import EGRESS_TABLE_TAG, GATEWAY, IMAGE, PROJECT, in_sandbox, incus_cli, wait_booted, wait_for, wait_ready
 
 BOX = "eg-box"
 INSTANCE = "px-eg-box"
-HOST_TABLE = "pixels_eg_test"
+HOST_TABLE = f"pxeg_{EGRESS_TABLE_TAG}"  # a table per test project
 BRIDGE = "egbr1"
 WEB1, WEB2, FAR = "eg-web1", "eg-web2", "eg-far"
 # Candidate subnets for the second bridge (the first free one is used).

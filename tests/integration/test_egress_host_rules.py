@@ -7,9 +7,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from conftest import EGRESS_TABLE_TAG
 from ansible_collections.homelab.pixels.plugins.module_utils import egress_host
 
-TABLE = "pixels_eg_parallel"
+TABLE = f"pxegp_{EGRESS_TABLE_TAG}"  # a table per test project
 PROJECT = "eg-par"
 VIEW = {"mode": "allowlist", "cidrs": ["10.251.0.0/24"], "addresses": ["10.252.0.7"], "resolvers": ["10.250.0.1"]}
 

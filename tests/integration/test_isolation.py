@@ -82,3 +82,30 @@ def test_dropping_a_project_keeps_the_users_images(incus):
     assert isolated.incus("project", "show", name, check=False).returncode != 0
     after = {image["fingerprint"] for image in json.loads(isolated.incus("image", "list", "--format", "json").stdout)}
     assert after == default
+
+
+def test_a_second_run_on_the_same_project_stops_naming_the_first():
+    """`make test` twice side by side: the second stops before it touches the project, naming
+    the first (this run holds the lock); one with a project of its own is not stopped by it."""
+    import os
+    import subprocess
+    import sys
+
+    from ansible_fixtures import ROOT
+
+    # a test file under tests/integration, so that its conftest (which takes the lock) loads
+    probe = os.path.join(ROOT, "tests", "integration", f"test_zz_probe_{os.getpid()}.py")
+    with open(probe, "w") as handle:
+        handle.write("def test_nothing():\n    pass\n")
+    args = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", probe]
+    try:
+        second = subprocess.run(args, capture_output=True, text=True, timeout=300, check=False, cwd=ROOT,
+                                env=dict(os.environ, PIXELS_TEST_PROJECT=PROJECT))
+        said = second.stdout + second.stderr
+        assert second.returncode == 3, said[-3000:]
+        assert f"another test run uses Incus project {PROJECT!r} (pid {os.getpid()}" in said, said[-3000:]
+        other = subprocess.run(args, capture_output=True, text=True, timeout=300, check=False, cwd=ROOT,
+                               env=dict(os.environ, PIXELS_TEST_PROJECT=f"{PROJECT}-second"))
+        assert other.returncode == 0, other.stdout[-3000:] + other.stderr[-3000:]
+    finally:
+        os.unlink(probe)
