@@ -32,7 +32,8 @@ def _lock(path, blocking_seconds=0):
     """An flock on ``path`` with who holds it written in; the open file, or None with the
     holder's line when it stays busy for ``blocking_seconds``."""
     os.makedirs(LOCKS, mode=0o700, exist_ok=True)
-    handle = open(path, "a+")  # pylint: disable=consider-using-with  (held until the process ends)
+    # held until the process ends (or host_wide closes it)
+    handle = open(path, "a+")  # pylint: disable=consider-using-with
     deadline = time.monotonic() + blocking_seconds
     while True:
         try:

@@ -205,4 +205,4 @@ def test_module_defaults_group(ansible, incus, cleanup):
     ok(run)
     assert instance("px-bs-defaults")["status"] == "Stopped"
     assert run.result("Info")["sandboxes"][0]["instance"] == "px-bs-defaults"
-    assert [label for label, _ in snapshots("px-bs-defaults")] == ["one"]
+    assert [label for label, _created in snapshots("px-bs-defaults")] == ["one"]
