@@ -12,8 +12,8 @@ description:
   - Runs commands and copies files inside a pixels sandbox (an Incus container named C(px-<name>))
     through the Incus REST API, over the local unix socket or a remote HTTPS daemon.
   - Commands run over the API's websockets with separate stdin, stdout and stderr; files are
-    streamed through its file API with their mode, owned by the connecting user. No SSH, no
-    address and no C(incus) binary are needed.
+    streamed with their mode, owned by the connecting user. No SSH, no address and no C(incus)
+    binary are needed.
   - The sandbox is found from O(instance) (C(pixels_instance), set by the
     P(homelab.pixels.sandboxes#inventory) inventory), never from C(ansible_host), which can hold the
     sandbox's IPv4 address for the C(ssh) connection.
@@ -193,9 +193,18 @@ notes:
   - C(become) runs inside the sandbox (C(sudo), C(su)), with or without a password. Commands have
     no terminal; the password is written to their stdin when the prompt appears, and the module
     follows only once become has succeeded.
-  - File transfers go through the Incus daemon, which writes and reads as root and then gives
-    the file to the connecting user; Ansible still checks readability as that user before a
-    fetch.
+  - File transfers keep the connecting user's view. The Incus file API reads and writes as root
+    and follows symbolic links, so only root's own transfers use it. For any other user, a small
+    program (the sandbox's C(python3), standard library) runs as that user, through the same path
+    as commands: a copy goes into a new file in the target's directory (created without following
+    links) and is renamed over the target, so a symbolic or hard link there is replaced, never
+    written through, and a directory the user may not write fails with "Permission denied"; a
+    fetch reads as the user, and only a regular file (never a device, FIFO or socket).
+  - While root becomes an unprivileged user, Ansible hands its temporary directory to that user
+    between transfers; root's copies then go the same way and refuse a symbolic link anywhere in
+    the path.
+  - A fetched file gets the controller's default mode (0666 less the umask), never the mode it
+    has in the sandbox.
   - A sandbox that is stopped or does not exist makes the host unreachable with a message that
     says how to start or create it.
 seealso:
