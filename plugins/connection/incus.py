@@ -196,9 +196,9 @@ notes:
   - File transfers keep the connecting user's view. The Incus file API reads and writes as root
     and follows symbolic links, so only root's own transfers use it. For any other user, a small
     program (the sandbox's C(python3), standard library) runs as that user, through the same path
-    as commands: a copy goes into a new file in the target's directory (created without following
+    as commands. A copy goes into a new file in the target's directory (created without following
     links) and is renamed over the target, so a symbolic or hard link there is replaced, never
-    written through, and a directory the user may not write fails with "Permission denied"; a
+    written through, and a directory the user may not write fails with "Permission denied". A
     fetch reads as the user, and only a regular file (never a device, FIFO or socket).
   - While root becomes an unprivileged user, Ansible hands its temporary directory to that user
     between transfers; root's copies then go the same way and refuse a symbolic link anywhere in
