@@ -703,7 +703,10 @@ class Connection(ConnectionBase):
         what = f"Copying {to_text(in_path)} to {out_path}"
         with open(to_bytes(in_path), "rb") as source:
             info = os.fstat(source.fileno())
-            argv = ["python3", "-I", "-c", TRANSFER_SOURCE, "put", out_path, f"{stat.S_IMODE(info.st_mode):o}",
+            mode = stat.S_IMODE(info.st_mode)
+            if strict:  # no root-owned setuid file in a directory another user owns
+                mode &= ~(stat.S_ISUID | stat.S_ISGID)
+            argv = ["python3", "-I", "-c", TRANSFER_SOURCE, "put", out_path, f"{mode:o}",
                     str(info.st_size), "strict" if strict else "follow"]
             result = self._transfer(backend, instance, account, argv, what, source=source, size=info.st_size)
         if result.rc != 0:
