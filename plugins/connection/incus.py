@@ -12,8 +12,8 @@ description:
   - Runs commands and copies files inside a pixels sandbox (an Incus container named C(px-<name>))
     through the Incus REST API, over the local unix socket or a remote HTTPS daemon.
   - Commands run over the API's websockets with separate stdin, stdout and stderr; files are
-    streamed through its file API with their mode, owned by the connecting user. No SSH, no
-    address and no C(incus) binary are needed.
+    streamed with their mode, owned by the connecting user. No SSH, no address and no C(incus)
+    binary are needed.
   - The sandbox is found from O(instance) (C(pixels_instance), set by the
     P(homelab.pixels.sandboxes#inventory) inventory), never from C(ansible_host), which can hold the
     sandbox's IPv4 address for the C(ssh) connection.
@@ -193,9 +193,18 @@ notes:
   - C(become) runs inside the sandbox (C(sudo), C(su)), with or without a password. Commands have
     no terminal; the password is written to their stdin when the prompt appears, and the module
     follows only once become has succeeded.
-  - File transfers go through the Incus daemon, which writes and reads as root and then gives
-    the file to the connecting user; Ansible still checks readability as that user before a
-    fetch.
+  - File transfers keep the connecting user's view. The Incus file API reads and writes as root
+    and follows symbolic links, so only root's own transfers use it. For any other user, a small
+    program (the sandbox's C(python3), standard library) runs as that user, through the same path
+    as commands. A copy goes into a new file in the target's directory (created without following
+    links) and is renamed over the target, so a symbolic or hard link there is replaced, never
+    written through, and a directory the user may not write fails with "Permission denied". A
+    fetch reads as the user, and only a regular file (never a device, FIFO or socket).
+  - While root becomes an unprivileged user, Ansible hands its temporary directory to that user
+    between transfers; root's copies then go the same way and refuse a symbolic link anywhere in
+    the path.
+  - A fetched file gets the controller's default mode (0666 less the umask), never the mode it
+    has in the sandbox.
   - A sandbox that is stopped or does not exist makes the host unreachable with a message that
     says how to start or create it.
 seealso:
@@ -242,6 +251,8 @@ EXAMPLES = r"""
 """
 
 import os
+import re
+import stat
 import time
 from collections import namedtuple
 
@@ -250,11 +261,18 @@ from ansible.module_utils.common.text.converters import to_bytes, to_native, to_
 from ansible.plugins.connection import ConnectionBase
 from ansible.utils.display import Display
 
+from ansible_collections.homelab.pixels.plugins.module_utils.backend import STREAM_CHUNK
 from ansible_collections.homelab.pixels.plugins.module_utils.errors import PixelsError, SandboxUnavailable
 from ansible_collections.homelab.pixels.plugins.module_utils.incus_io import IncusSocketIO
 from ansible_collections.homelab.pixels.plugins.module_utils.names import instance_name, sandbox_name
 from ansible_collections.homelab.pixels.plugins.module_utils.runner import RUNNER_SOURCE, CommandRunner
 from ansible_collections.homelab.pixels.plugins.module_utils.settings import CONNECTION_KEYS, resolve
+from ansible_collections.homelab.pixels.plugins.module_utils.transfer import (
+    DENIED,
+    MISSING,
+    TRANSFER_SOURCE,
+    local_file,
+)
 
 display = Display()
 
@@ -336,6 +354,28 @@ def remote_path(path, account):
     if not path.startswith("/"):
         path = home.rstrip("/") + "/" + path
     return path
+
+
+def printable(data):
+    """Text from the sandbox, safe for the operator's terminal (control characters become ?)."""
+    return re.sub(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]", "?", to_text(data, errors="replace")).strip()
+
+
+class FileSink:
+    """Writes a command's stdout into a local file as it arrives; keeps the first error, so that
+    the stream's reader thread never fails."""
+
+    def __init__(self, handle):
+        self.handle = handle
+        self.error = None
+
+    def __call__(self, data):
+        if data is None or self.error is not None:
+            return
+        try:
+            self.handle.write(data)
+        except OSError as exc:
+            self.error = exc
 
 
 class Connection(ConnectionBase):
@@ -500,14 +540,16 @@ class Connection(ConnectionBase):
             stderr = self.become.strip_become_prompt(stderr)
         return rc, stdout, stderr
 
-    def _start(self, backend, instance, account, argv, cmd):
-        """The command's ExecSession: through the command runner once it is up, else a direct exec."""
+    def _start(self, backend, instance, account, argv, cmd, stdout_sink=None):
+        """The command's ExecSession: through the command runner once it is up, else a direct exec.
+        ``stdout_sink`` as for SandboxIO.exec_start."""
         runner = self._runner(backend, instance)
         if runner is not None:
             display.vvv(f"EXEC {to_text(cmd)} (in {instance} as {account.name}, through the command runner)",
                         host=instance)
             try:
-                return runner.run(argv, env=account.env, cwd=account.home, **account.runner_ids)
+                return runner.run(argv, env=account.env, cwd=account.home, stdout_sink=stdout_sink,
+                                  **account.runner_ids)
             except PixelsError as exc:
                 display.vvv(f"Command runner in {instance} unusable ({exc.message}): direct exec", host=instance)
                 self._runners[instance] = OFF
@@ -515,7 +557,7 @@ class Connection(ConnectionBase):
         display.vvv(f"EXEC {to_text(cmd)} (in {instance} as {account.name})", host=instance)
         uid, gid = account.exec_ids
         return backend.exec_start(instance, [*account.prefix, *argv], env=account.env, user=uid, group=gid,
-                                  cwd=account.home)
+                                  cwd=account.home, stdout_sink=stdout_sink)
 
     def _runner(self, backend, instance):
         """The command runner of ``instance`` when it is ready, else None.
@@ -587,6 +629,65 @@ class Connection(ConnectionBase):
                 raise AnsibleFileNotFound(exc.message)
             raise AnsibleError(exc.message)
 
+    def _transfer_account(self, account):
+        """(account, strict) that moves files with TRANSFER_SOURCE, or None for the Incus file API.
+
+        The file API writes and reads as root and follows symbolic links: right for root's own
+        files, wrong in a directory another user owns, where that user could point it anywhere.
+        So any other user moves his files himself, and the kernel checks each step as him (his
+        own links lead only where he could go anyway). Root does so too while it becomes another
+        user: Ansible then gives its temporary directory to that user between transfers, so root
+        writes there without following a symbolic link anywhere in the path (``strict``).
+        """
+        if account.name != ROOT:
+            return account, False
+        become_user = None
+        if self.become is not None:
+            try:
+                become_user = self.become.get_option("become_user")
+            except KeyError:  # a become plugin without that option
+                become_user = None
+        if become_user and to_text(become_user) not in (ROOT, "0"):
+            return account, True
+        return None
+
+    def _transfer(self, backend, instance, account, argv, what, source=None, size=0, sink=None):
+        """Run TRANSFER_SOURCE (``argv``) as ``account``, with ``size`` bytes of ``source`` on its
+        stdin and its stdout into ``sink``; its ExecResult."""
+        try:
+            with self._start(backend, instance, account, argv, what, stdout_sink=sink) as session:
+                left = size if source is not None else 0
+                while left > 0:
+                    chunk = source.read(min(STREAM_CHUNK, left))
+                    if not chunk:
+                        break  # the file shrank: the helper reports the missing bytes
+                    left -= len(chunk)
+                    if not session.write(chunk) or session.output()[1]:
+                        break  # it stopped reading, or already said why it failed
+                session.close_stdin()
+                return session.wait()
+        except SandboxUnavailable as exc:
+            raise AnsibleConnectionFailure(exc.message)
+        except PixelsError as exc:
+            raise AnsibleConnectionFailure(f"{what} in {instance} failed: {exc.message}")
+
+    @staticmethod
+    def _transfer_failed(result, what, instance, account, strict):
+        """The Ansible error for a failed TRANSFER_SOURCE run."""
+        reason = printable(result.stderr) or f"exit code {result.rc}"
+        who = f"as {account.name}" + (" for a become user" if strict else "")
+        message = f"{what} in {instance} {who} failed: {reason}"
+        if result.rc == 127:
+            return AnsibleError(f"{message}. Moving files as a user other than root needs python3 in the "
+                                f"sandbox: install it as root (remote_user: root, or the raw module).")
+        if result.rc == MISSING:
+            return AnsibleFileNotFound(message)
+        if result.rc == DENIED:
+            return AnsibleError(f"{message}. Files move with the permissions of the connection's user "
+                                f"({account.name}); use a place that user may write or read, or connect "
+                                f"as root (remote_user: root) for it.")
+        return AnsibleError(message)
+
     def put_file(self, in_path, out_path):
         super().put_file(in_path, out_path)
         backend, instance, account = self._ready()
@@ -594,14 +695,45 @@ class Connection(ConnectionBase):
         display.vvv(f"PUT {in_path} TO {out_path} (in {instance})", host=instance)
         if not os.path.isfile(to_bytes(in_path)):
             raise AnsibleFileNotFound(f"file or module does not exist: {to_native(in_path)}")
-        self._file_call(backend.put_file, instance, to_text(in_path), out_path, uid=account.uid, gid=account.gid)
+        how = self._transfer_account(account)
+        if how is None:
+            self._file_call(backend.put_file, instance, to_text(in_path), out_path, uid=account.uid, gid=account.gid)
+            return
+        account, strict = how
+        what = f"Copying {to_text(in_path)} to {out_path}"
+        with open(to_bytes(in_path), "rb") as source:
+            info = os.fstat(source.fileno())
+            mode = stat.S_IMODE(info.st_mode)
+            if strict:  # no root-owned setuid file in a directory another user owns
+                mode &= ~(stat.S_ISUID | stat.S_ISGID)
+            argv = ["python3", "-I", "-c", TRANSFER_SOURCE, "put", out_path, f"{mode:o}",
+                    str(info.st_size), "strict" if strict else "follow"]
+            result = self._transfer(backend, instance, account, argv, what, source=source, size=info.st_size)
+        if result.rc != 0:
+            raise self._transfer_failed(result, what, instance, account, strict)
 
     def fetch_file(self, in_path, out_path):
         super().fetch_file(in_path, out_path)
         backend, instance, account = self._ready()
         in_path = remote_path(to_text(in_path), account)
         display.vvv(f"FETCH {in_path} TO {out_path} (in {instance})", host=instance)
-        self._file_call(backend.fetch_file, instance, in_path, to_text(out_path))
+        how = self._transfer_account(account)
+        if how is None:
+            self._file_call(backend.fetch_file, instance, in_path, to_text(out_path))
+            return
+        account, strict = how
+        what = f"Fetching {in_path} to {to_text(out_path)}"
+        argv = ["python3", "-I", "-c", TRANSFER_SOURCE, "get", in_path, "strict" if strict else "follow"]
+        try:
+            with local_file(to_text(out_path)) as handle:
+                sink = FileSink(handle)
+                result = self._transfer(backend, instance, account, argv, what, sink=sink)
+                if result.rc != 0:
+                    raise self._transfer_failed(result, what, instance, account, strict)
+                if sink.error is not None:
+                    raise AnsibleError(f"{what}: writing {to_text(out_path)} failed: {sink.error}")
+        except OSError as exc:
+            raise AnsibleError(f"{what}: {to_text(out_path)}: {exc}")
 
     # -- lifecycle ------------------------------------------------------------------------
 

@@ -103,7 +103,8 @@ class SandboxIO:
 
     def fetch_file(self, instance, remote_path, local_path) -> int:
         """Stream a file out of the sandbox (following symlinks) to ``local_path``, replaced
-        atomically with the sandbox file's permission bits; returns that mode."""
+        atomically by a file with the controller's default mode (0666 less the umask: never
+        the sandbox's); returns the sandbox file's permission bits."""
         raise NotImplementedError(f"{type(self).__name__} cannot transfer files")
 
     def read_file(self, instance, remote_path, limit=1 << 20) -> Optional[bytes]:

@@ -27,7 +27,6 @@ import select
 import socket
 import ssl
 import stat
-import tempfile
 import threading
 import time
 from urllib.parse import quote, urlencode, urlsplit
@@ -47,6 +46,13 @@ from ansible_collections.homelab.pixels.plugins.module_utils.incus_api import (
     permission_message,
 )
 from ansible_collections.homelab.pixels.plugins.module_utils.names import sandbox_name
+from ansible_collections.homelab.pixels.plugins.module_utils.transfer import local_file
+
+# Messages a stream's websocket holds before it stops reading: a reader slower than the
+# sandbox (a fetched file written to a slow disk) makes the command wait, rather than the
+# controller buffer all of its output, and the command's operation cannot end (and be
+# forgotten by Incus) long before its output has been read.
+WEBSOCKET_QUEUE = 16
 
 # Exit codes that Incus turns into an error of the exec operation.
 EXIT_ERRORS = {"Command not found": 127, "Command not executable": 126}
@@ -198,7 +204,7 @@ class IncusIO(SandboxIO):
 
         path = f"/1.0/operations/{quote(operation, safe='')}/websocket?" + urlencode(
             {"secret": secret, "project": self.project})
-        options = dict(compression=None, max_size=None, max_queue=None, ping_interval=None,
+        options = dict(compression=None, max_size=None, max_queue=WEBSOCKET_QUEUE, ping_interval=None,
                        open_timeout=self.timeout, close_timeout=1, logger=_WEBSOCKETS_LOG)
         try:
             if self._socket_path:
@@ -335,18 +341,9 @@ class IncusIO(SandboxIO):
         if answer is None:
             raise PixelsError(f"{remote_path} does not exist in {instance}.", missing=True)
         mode = int(answer.headers.get("x-incus-mode", "0600"), 8) & 0o777
-        directory = os.path.dirname(os.path.abspath(local_path))
-        handle = tempfile.NamedTemporaryFile(dir=directory, prefix=".pixels-fetch-", delete=False)
-        try:
-            with answer, handle:
-                for chunk in answer.chunks():
-                    handle.write(chunk)
-            os.chmod(handle.name, mode)
-            os.replace(handle.name, local_path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(handle.name)
-            raise
+        with answer, local_file(local_path) as handle:
+            for chunk in answer.chunks():
+                handle.write(chunk)
         return mode
 
     def read_file(self, instance, remote_path, limit=1 << 20):

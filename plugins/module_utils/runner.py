@@ -210,11 +210,12 @@ class CommandRunner:
                 return False
         return True
 
-    def run(self, argv, env=None, uid=None, gid=None, groups=None, cwd=None):
-        """Start a command; its RunnerCommand (an ExecSession)."""
+    def run(self, argv, env=None, uid=None, gid=None, groups=None, cwd=None, stdout_sink=None):
+        """Start a command; its RunnerCommand (an ExecSession). ``stdout_sink`` as for
+        SandboxIO.exec_start."""
         if not self.usable:
             raise PixelsError(f"The command runner in {self._where} is not available.")
-        command = RunnerCommand(self)
+        command = RunnerCommand(self, stdout_sink)
         with self._lock:
             self._current = command
         request = {"argv": [str(arg) for arg in argv], "env": dict(env or {}), "uid": uid, "gid": gid,
@@ -249,8 +250,9 @@ class CommandRunner:
 class RunnerCommand(ExecSession):
     """One command of a CommandRunner, with the ExecSession interface of a direct exec."""
 
-    def __init__(self, runner):
+    def __init__(self, runner, stdout_sink=None):
         self._runner = runner
+        self._sink = stdout_sink
         self._changed = threading.Condition()
         self._chunks = ([], [])
         self._rc = None
@@ -259,9 +261,12 @@ class RunnerCommand(ExecSession):
 
     # called by the runner's reader thread
     def frame(self, kind, payload):
+        if self._sink is not None and kind in (b"O", b"X"):
+            self._sink(payload if kind == b"O" else None)  # all of stdout comes before the exit code
         with self._changed:
             if kind == b"O":
-                self._chunks[0].append(payload)
+                if self._sink is None:
+                    self._chunks[0].append(payload)
             elif kind == b"R":
                 self._chunks[1].append(payload)
             elif kind == b"X":
@@ -269,6 +274,8 @@ class RunnerCommand(ExecSession):
             self._changed.notify_all()
 
     def lost(self):
+        if self._sink is not None:
+            self._sink(None)
         with self._changed:
             self._lost = True
             self._changed.notify_all()

@@ -9,8 +9,13 @@ import os
 import socket
 import subprocess
 import sys
+import time
+import warnings
 
 import pytest
+from ansible.errors import AnsibleError, AnsibleFileNotFound
+from ansible.playbook.play_context import PlayContext
+from ansible.plugins.loader import become_loader, connection_loader, init_plugin_loader
 
 from ansible_fixtures import ROOT
 from conftest import PROJECT, SOCKET, in_sandbox, incus_cli
@@ -27,6 +32,7 @@ STREAM = f"conn-stream-{TAG}"
 STOPPED = f"conn-stopped-{TAG}"
 BAD = f"conn-bad-{TAG}"
 FAR = f"conn-far-{TAG}"
+GUARD = f"conn-guard-{TAG}"
 # TEST-NET-1: nothing answers there, so a task that worked did not go through ansible_host.
 UNROUTABLE = "192.0.2.1"
 
@@ -55,6 +61,12 @@ def sha256(path):
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def current_umask():
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def no_traceback(run):
@@ -150,6 +162,13 @@ PLAY = """\
       remote_user: pixel
       become: true
 
+    - name: copy a tree as root becoming pixel
+      ansible.builtin.copy:
+        src: {tree}/
+        dest: /home/pixel/tree/
+      become: true
+      become_user: pixel
+
     - name: become with a password
       ansible.builtin.command: id -un
       remote_user: pixel2
@@ -173,6 +192,10 @@ def test_playbook_inside_a_sandbox(ansible, incus, cleanup, tmp_path, pipelining
     (the connection's third command on) and without it."""
     name = (PIPE if runner else DIRECT) if pipelining else FILES
     instance = sandbox(ansible, name)
+    tree = tmp_path / "tree"
+    (tree / "sub").mkdir(parents=True)
+    (tree / "one").write_text("one\n")
+    (tree / "sub" / "two").write_text("two\n")
     template = tmp_path / "t.j2"
     template.write_text("{{ inventory_hostname }} on {{ ansible_facts['distribution'] }}\n")
     fetched = tmp_path / "fetched"
@@ -187,7 +210,8 @@ def test_playbook_inside_a_sandbox(ansible, incus, cleanup, tmp_path, pipelining
     if not runner:
         # without the runner, the user's groups come from setpriv
         assert in_sandbox(instance, "command -v setpriv").strip()
-    run = ansible.playbook(PLAY.format(pipelining=str(pipelining).lower(), template=template, fetched=fetched),
+    run = ansible.playbook(PLAY.format(pipelining=str(pipelining).lower(), template=template, fetched=fetched,
+                                       tree=tree),
                            inventory=write_inventory(tmp_path, line))
     assert run.rc == 0 and not run.failed, run.stdout + run.stderr
     no_traceback(run)
@@ -209,6 +233,9 @@ def test_playbook_inside_a_sandbox(ansible, incus, cleanup, tmp_path, pipelining
     assert (fetched / "mine").read_text() == "mine\n"
     assert run.result("facts as pixel", host)["ansible_facts"]["ansible_user_id"] == "pixel"
     assert run.result("become from pixel", host)["stdout"] == "root"
+    # root's transfers for a become user (Ansible hands it the temporary directory between files)
+    assert in_sandbox(instance, "cd /home/pixel/tree && stat -c '%U %n' one sub/two && cat one sub/two").split() == [
+        "pixel", "one", "pixel", "sub/two", "one", "two"]
     assert run.result("become with a password", host)["stdout"] == "root"
     assert run.result("raw", host)["stdout"].strip() == "raw output"
     # a connection's second command starts the runner, the later ones go through it (with
@@ -270,7 +297,8 @@ print((after - before) // 1024)
 
 def test_plugin_streams_files_and_keeps_modes(ansible, incus, cleanup, tmp_path):
     """put_file and fetch_file directly: 50 MiB through less than 20 MiB of memory; the
-    local mode goes in, the sandbox's mode comes back, the file belongs to the remote user."""
+    local mode goes in, the file belongs to the remote user, and what comes back has the
+    controller's mode (0666 less the umask), not the sandbox's."""
     instance = sandbox(ansible, STREAM)
     in_sandbox(instance, "useradd -m -s /bin/bash pixel")
     source = tmp_path / "big.bin"
@@ -289,7 +317,225 @@ def test_plugin_streams_files_and_keeps_modes(ansible, incus, cleanup, tmp_path)
     assert grown_mib < 20, f"peak memory grew by {grown_mib} MiB for a 50 MiB file"
     assert in_sandbox(instance, "stat -c '%U %G %a' /home/pixel/big.bin").split() == ["pixel", "pixel", "751"]
     assert sha256(back) == sha256(source)
-    assert oct(os.stat(back).st_mode & 0o777) == oct(0o751)
+    assert oct(os.stat(back).st_mode & 0o7777) == oct(0o666 & ~current_umask())
+
+
+# -- transfers keep the user's view: an attacker who owns the directory ------------------
+
+SECRET = "/etc/pixels-secret"  # root's 0600 file that pixel aims the transfers at
+SECRET_TEXT = "root only\n"
+# What must not change: the secret file, and no file of pixel's outside his home and /tmp.
+ROOT_STATE = (f"stat -c '%U %G %a %s %i' {SECRET}; sha256sum {SECRET}; "
+              "find / -xdev -user pixel ! -path '/home/pixel*' ! -path '/tmp/*' ! -path '/proc/*' -print")
+
+
+@pytest.fixture(scope="module")
+def guard_sandbox(ansible, incus):
+    instance = sandbox(ansible, GUARD)
+    in_sandbox(instance, "useradd -m -s /bin/bash pixel && mkdir -m 755 /srv/rootonly")
+    yield instance
+    incus_cli("delete", "--force", instance, check=False)
+
+
+@pytest.fixture
+def guarded(guard_sandbox):
+    """A sandbox with pixel (uid 1000), root's secret file and a root-owned directory, as they
+    were before any test (so that each test shows its own damage); and what must not change."""
+    instance = guard_sandbox
+    in_sandbox(instance, f"rm -rf /home/pixel/* /srv/rootonly/* /etc/pixels-planted /etc/file {SECRET} && "
+                         f"printf '{SECRET_TEXT}' > {SECRET} && chmod 600 {SECRET}")
+    state = in_sandbox(instance, ROOT_STATE)
+    assert "root root 600" in state
+    return instance, state
+
+
+@pytest.fixture(scope="module")
+def plugins():
+    with warnings.catch_warnings():  # pytest-ansible may have set up the collection finder already
+        warnings.simplefilter("ignore")
+        init_plugin_loader([os.environ["ANSIBLE_COLLECTIONS_PATH"]])
+
+
+def connect(instance, user, become_user=None):
+    """The connection plugin in this process, as Ansible sets it up for a task."""
+    plugin = connection_loader.get(CONNECTION, PlayContext())
+    plugin.set_options(var_options={"inventory_hostname": "guard", "pixels_instance": instance,
+                                    "ansible_user": user})
+    if become_user:
+        become = become_loader.get("sudo")
+        become.set_options(direct={"become_user": become_user})
+        plugin.set_become_plugin(become)
+    return plugin
+
+
+def as_pixel(instance, command, check=True):
+    """A shell command as pixel in the sandbox (the attacker)."""
+    return incus_cli("exec", "--user", "1000", "--group", "1000", "--env", "HOME=/home/pixel", "--cwd", "/home/pixel",
+                     instance, "--", "sh", "-c", command, check=check).stdout
+
+
+def unchanged(instance, state):
+    assert in_sandbox(instance, ROOT_STATE) == state
+    assert in_sandbox(instance, f"cat {SECRET}") == SECRET_TEXT
+
+
+# pixel's own connection, and root's while it becomes pixel (Ansible hands its temporary
+# directory to pixel between the transfers of a task).
+ACCOUNTS = {"pixel": ("pixel", None), "root-become-pixel": ("root", "pixel")}
+
+
+@pytest.mark.parametrize("account", ACCOUNTS)
+def test_put_replaces_a_planted_symlink_never_writes_through_it(guarded, plugins, tmp_path, account):
+    instance, state = guarded
+    payload = tmp_path / "payload"
+    payload.write_text("from the controller\n")
+    os.chmod(payload, 0o640 if account == "pixel" else 0o6640)  # root never makes a setuid file for pixel
+    # a hard link to root's file where the kernel allows it (fs.protected_hardlinks=0), else a link
+    as_pixel(instance, f"mkdir -p ~/put && ln -sfn {SECRET} ~/put/planted && rm -f ~/put/hard && "
+                       f"{{ ln {SECRET} ~/put/hard 2>/dev/null || ln -s {SECRET} ~/put/hard; }}")
+    connection = connect(instance, *ACCOUNTS[account])
+    try:
+        connection.put_file(str(payload), "/home/pixel/put/planted")
+        connection.put_file(str(payload), "/home/pixel/put/hard")
+    finally:
+        connection.close()
+    unchanged(instance, state)
+    owner = "pixel pixel" if account == "pixel" else "root root"
+    for name in ("planted", "hard"):
+        # the link itself was replaced by the file
+        assert in_sandbox(instance, f"stat -c '%F %U %G %a' /home/pixel/put/{name}").split() == [
+            "regular", "file", *owner.split(), "640"]
+        assert in_sandbox(instance, f"cat /home/pixel/put/{name}") == "from the controller\n"
+    assert not in_sandbox(instance, "ls -A /home/pixel/put | grep pixels-put || true")  # no temporary left
+
+
+@pytest.mark.parametrize("account", ACCOUNTS)
+def test_put_through_a_planted_directory_link_goes_nowhere_pixel_cannot_write(guarded, plugins, tmp_path, account):
+    instance, state = guarded
+    payload = tmp_path / "payload"
+    payload.write_text("from the controller\n")
+    as_pixel(instance, "ln -sfn /etc ~/etc-link")
+    connection = connect(instance, *ACCOUNTS[account])
+    try:
+        with pytest.raises(AnsibleError) as raised:
+            connection.put_file(str(payload), "/home/pixel/etc-link/pixels-planted")
+    finally:
+        connection.close()
+    expected = "Permission denied" if account == "pixel" else "etc-link in its path is a symbolic link"
+    assert expected in raised.value.message and instance in raised.value.message, raised.value.message
+    assert in_sandbox(instance, "ls /etc/pixels-planted", check=False).strip() == ""
+    unchanged(instance, state)
+
+
+def test_put_into_a_root_directory_as_pixel_fails_clearly(guarded, plugins, tmp_path):
+    instance, state = guarded
+    payload = tmp_path / "payload"
+    payload.write_text("x\n")
+    connection = connect(instance, "pixel")
+    try:
+        with pytest.raises(AnsibleError) as raised:
+            connection.put_file(str(payload), "/srv/rootonly/file")
+        with pytest.raises(AnsibleFileNotFound, match="No such file or directory"):
+            connection.put_file(str(payload), "/srv/missing/file")
+    finally:
+        connection.close()
+    message = raised.value.message
+    for needle in ("/srv/rootonly", "as pixel", "Permission denied", "remote_user: root"):
+        assert needle in message, message
+    assert in_sandbox(instance, "ls -A /srv/rootonly") == ""
+    unchanged(instance, state)
+
+
+def test_fetch_reads_as_pixel(guarded, plugins, tmp_path):
+    """A root-only file, directly or through pixel's link, does not reach the controller."""
+    instance, _state = guarded
+    as_pixel(instance, f"ln -sfn {SECRET} ~/peek")
+    connection = connect(instance, "pixel")
+    try:
+        for path in (SECRET, "/home/pixel/peek"):
+            target = tmp_path / "fetched"
+            with pytest.raises(AnsibleError, match="Permission denied") as raised:
+                connection.fetch_file(path, str(target))
+            assert "as pixel" in raised.value.message, raised.value.message
+            assert not target.exists()
+        with pytest.raises(AnsibleFileNotFound):
+            connection.fetch_file("/home/pixel/nothing", str(tmp_path / "nothing"))
+    finally:
+        connection.close()
+    assert os.listdir(tmp_path) == []  # no temporary file left either
+
+
+@pytest.mark.parametrize("user", ["pixel", "root"])
+def test_fetched_files_get_the_controllers_mode(guarded, plugins, tmp_path, user):
+    """A world-writable or setuid file in the sandbox arrives as any new file of the
+    controller's user; a device or FIFO is refused (as pixel) rather than read."""
+    instance, _state = guarded
+    in_sandbox(instance, "cd /home/pixel && printf ww > ww && chmod 666 ww && printf su > su && chown pixel su"
+                         " && chmod 4755 su && rm -f fifo && mkfifo -m 666 fifo && chown pixel fifo")
+    connection = connect(instance, user)
+    expected = 0o666 & ~current_umask()
+    try:
+        for name in ("ww", "su"):
+            target = tmp_path / name
+            connection.fetch_file(f"/home/pixel/{name}", str(target))
+            assert target.read_text() == name
+            assert oct(os.stat(target).st_mode & 0o7777) == oct(expected), name
+        if user == "root":
+            # the Incus file API reads a device as an empty file; it arrives with our mode all the same
+            connection.fetch_file("/dev/zero", str(tmp_path / "zero"))
+            assert oct(os.stat(tmp_path / "zero").st_mode & 0o7777) == oct(expected)
+            return
+        for path, kind in (("/dev/zero", "character device"), ("/home/pixel/fifo", "FIFO")):
+            started = time.monotonic()
+            with pytest.raises(AnsibleError, match=f"is a {kind}, not a regular file"):
+                connection.fetch_file(path, str(tmp_path / "special"))
+            assert time.monotonic() - started < 30
+            assert not (tmp_path / "special").exists()
+    finally:
+        connection.close()
+
+
+RACE = """
+cd /home/pixel/race || exit 1
+echo $$ > /tmp/race.pid
+while :; do
+  ln -sfn {secret} target.new && mv -Tf target.new target
+  ln -sfn /etc dir.new && mv -Tf dir.new dir
+  rm -rf dir; mkdir -p dir
+done
+"""
+
+
+@pytest.mark.parametrize("account", ACCOUNTS)
+def test_symlink_swaps_during_many_puts_never_reach_root_files(guarded, plugins, tmp_path, account):
+    """pixel swaps links in and out of the target and its directory while the controller puts
+    files there: root's file never changes and nothing of pixel's appears outside his home."""
+    instance, state = guarded
+    payload = tmp_path / "payload"
+    payload.write_text("racing\n")
+    as_pixel(instance, "rm -rf ~/race && mkdir ~/race")
+    attacker = subprocess.Popen(
+        ["incus", "--project", PROJECT, "exec", "--user", "1000", "--group", "1000", instance, "--",
+         "timeout", "300", "sh", "-c", RACE.format(secret=SECRET)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    connection = connect(instance, *ACCOUNTS[account])
+    done = refused = 0
+    try:
+        for attempt in range(100):
+            path = "/home/pixel/race/" + ("target" if attempt % 2 else "dir/file")
+            try:
+                connection.put_file(str(payload), path)
+                done += 1
+            except AnsibleError:
+                refused += 1  # pixel's link made it refuse: that is the point
+    finally:
+        connection.close()
+        in_sandbox(instance, "kill $(cat /tmp/race.pid)", check=False)
+        attacker.wait(timeout=60)
+    print(f"{account}: {done} puts done, {refused} refused")
+    assert done, f"no put got through ({refused} refused)"
+    unchanged(instance, state)
+    assert in_sandbox(instance, "ls /etc/file", check=False).strip() == ""
 
 
 # -- bad inputs -------------------------------------------------------------------------

@@ -9,7 +9,7 @@ import warnings
 import pytest
 from ansible.errors import AnsibleError
 from ansible.playbook.play_context import PlayContext
-from ansible.plugins.loader import connection_loader, init_plugin_loader
+from ansible.plugins.loader import become_loader, connection_loader, init_plugin_loader
 from websockets.exceptions import ConnectionClosedError
 from websockets.sync.server import serve
 
@@ -350,3 +350,24 @@ def test_pin_file_without_certificate(tmp_path):
     junk.write_text("not a certificate")
     with pytest.raises(PixelsError, match="holds no PEM certificate"):
         tls_context(server_cert=str(junk))
+
+
+# -- who moves files ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("user, become_user, expected", [
+    ("root", None, None),  # root's own files: the Incus file API
+    ("root", "root", None),
+    ("pixel", None, ("pixel", False)),  # as pixel, his links lead only where he may go
+    ("pixel", "root", ("pixel", False)),  # Ansible's transfers are the connection user's
+    ("root", "pixel", ("root", True)),  # root in a directory handed to pixel: no links at all
+])
+def test_transfer_account(loader, user, become_user, expected):
+    # pylint: disable=protected-access
+    plugin = connection({"inventory_hostname": "mybox", "ansible_user": user})
+    if become_user:
+        become = become_loader.get("sudo")
+        become.set_options(direct={"become_user": become_user})
+        plugin.set_become_plugin(become)
+    account = ROOT_ACCOUNT if user == "root" else make_account("pixel", 1000, 1000, "/home/pixel", "/bin/sh")
+    how = plugin._transfer_account(account)
+    assert (how if how is None else (how[0].name, how[1])) == expected

@@ -149,13 +149,16 @@ def test_put_file_streams_with_owner_and_mode(fake, tmp_path):
     assert headers["X-Incus-write"] == "overwrite" and headers["X-Incus-type"] == "file"
 
 
-def test_fetch_file_follows_symlinks_and_keeps_the_mode(fake, tmp_path):
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_fetch_file_follows_symlinks_with_the_controllers_mode(fake, tmp_path, umask):
+    """The fetched file has the mode any new file of the controller's user gets, never the
+    sandbox's (a world-writable setuid file there stays neither here)."""
     def files(handler):
         asked = parse_qs(urlsplit(handler.path).query)["path"][0]
         if asked == "/etc/link":
             return 200, {"X-Incus-type": "symlink", "X-Incus-mode": "0777"}, b"real/file\n"
         if asked == "/etc/real/file":
-            return 200, {"X-Incus-type": "file", "X-Incus-mode": "0640"}, b"content"
+            return 200, {"X-Incus-type": "file", "X-Incus-mode": "4777"}, b"content"
         if asked == "/etc":
             return 200, {"X-Incus-type": "directory"}, json.dumps({"metadata": []}).encode()
         return error("not found", 404)
@@ -164,8 +167,12 @@ def test_fetch_file_follows_symlinks_and_keeps_the_mode(fake, tmp_path):
                               ("GET", "/1.0/instances/px-box/state"): sync({"status": "Running"})})
     io = IncusSocketIO(path)
     target = tmp_path / "out"
-    assert io.fetch_file("px-box", "/etc/link", str(target)) == 0o640
-    assert target.read_bytes() == b"content" and (os.stat(target).st_mode & 0o777) == 0o640
+    saved = os.umask(umask)
+    try:
+        assert io.fetch_file("px-box", "/etc/link", str(target)) == 0o777
+    finally:
+        os.umask(saved)
+    assert target.read_bytes() == b"content" and (os.stat(target).st_mode & 0o7777) == 0o666 & ~umask
     assert io.read_file("px-box", "/etc/real/file") == b"content"
     assert io.read_file("px-box", "/etc/nothing") is None
     assert fake_server.connections == 1  # answers read to the end keep the connection
