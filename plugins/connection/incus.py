@@ -198,6 +198,11 @@ notes:
     fetch.
   - A sandbox that is stopped or does not exist makes the host unreachable with a message that
     says how to start or create it.
+  - Root inside the sandbox is not trusted with the controller's resources. A command's stdout and
+    stderr are kept whole up to 64 MiB each; a command that prints more is stopped and its task
+    fails. The command runner's frames may hold at most 1 MiB, and a frame that has begun must
+    arrive within O(timeout) seconds; a runner that breaks these rules (root may have replaced it)
+    fails the command at once, with a message that says so.
 seealso:
   - module: homelab.pixels.pixels_container
   - plugin: homelab.pixels.sandboxes
@@ -255,6 +260,7 @@ from ansible_collections.homelab.pixels.plugins.module_utils.incus_io import Inc
 from ansible_collections.homelab.pixels.plugins.module_utils.names import instance_name, sandbox_name
 from ansible_collections.homelab.pixels.plugins.module_utils.runner import RUNNER_SOURCE, CommandRunner
 from ansible_collections.homelab.pixels.plugins.module_utils.settings import CONNECTION_KEYS, resolve
+from ansible_collections.homelab.pixels.plugins.module_utils.untrusted import printable
 
 display = Display()
 
@@ -535,7 +541,7 @@ class Connection(ConnectionBase):
             try:
                 self._runners[instance] = CommandRunner(
                     lambda sink: backend.exec_start(instance, ["python3", "-I", "-c", RUNNER_SOURCE], stdout_sink=sink),
-                    where=instance)
+                    where=instance, frame_deadline=self.get_option("timeout"))
             except PixelsError as exc:
                 display.vvv(f"No command runner in {instance}: {exc.message}", host=instance)
                 self._runners[instance] = OFF
@@ -571,7 +577,7 @@ class Connection(ConnectionBase):
             remaining = deadline - time.monotonic()
             if remaining <= 0 or not session.wait_output(remaining):
                 raise AnsibleError(f"Timeout ({self.get_option('timeout')} s) waiting for the {become.name} "
-                                   f"prompt or its success: {to_native(stderr or stdout)}")
+                                   f"prompt or its success: {printable(to_text(stderr or stdout))[-2000:]}")
             if session.output() == (stdout, stderr):
                 return  # the command ended without asking: its output tells what happened
 
