@@ -12,8 +12,8 @@ author:
   - homelab.pixels developers (@homelab-pixels)
 description:
   - Takes a public key line (C(TYPE BASE64 [COMMENT]), as in C(/etc/ssh/ssh_host_ed25519_key.pub)) that a command
-    inside a sandbox printed, and returns C(TYPE BASE64) only when it is a host key: TYPE is one of O(types), BASE64
-    decodes strictly, and the decoded key names the same TYPE.
+    inside a sandbox printed, and returns C(TYPE BASE64) only when it is a host key. TYPE must be one of O(types),
+    BASE64 must decode strictly, and the decoded key must name the same TYPE.
   - Fails otherwise, with O(what) and the reason, so that nothing a forged output says reaches a known_hosts file.
 options:
   _input:

@@ -34,6 +34,7 @@ def output_limit_message(stream, where, limit=MAX_OUTPUT):
             f"controller keeps of a command's output: it was stopped. Write large output to a file in the "
             f"sandbox and fetch that instead.")
 
+
 ExecResult = namedtuple("ExecResult", "rc stdout stderr")
 
 

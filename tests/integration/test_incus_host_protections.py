@@ -48,4 +48,3 @@ def test_protections_on_now_and_at_boot(ansible, tmp_path):
     again = ansible.playbook(PLAY, extra_vars=extra)
     assert again.rc == 0 and again.changed == 0, again.stdout[-3000:]
     assert ansible.playbook(PLAY, extra_vars=extra, check=True).changed == 0
-
