@@ -548,12 +548,16 @@ class Connection(ConnectionBase):
             return None
         try:
             # It started during the previous command: by now it has said hello, or soon will.
-            return state if state.ready(RUNNER_START_TIMEOUT) else None
+            if state.ready(RUNNER_START_TIMEOUT):
+                return state
+            problem = f"no hello within {RUNNER_START_TIMEOUT} s"
         except PixelsError as exc:
-            display.vvv(f"No command runner in {instance}: {exc.message}", host=instance)
-            self._runners[instance] = OFF
-            state.close()
-            return None
+            problem = exc.message
+        # Not waited for again: a runner that never answers must not slow every later command.
+        display.vvv(f"No command runner in {instance}: {problem}", host=instance)
+        self._runners[instance] = OFF
+        state.close()
+        return None
 
     def _send_become_password(self, session):
         """Answer the become prompt on stdin, then wait until become succeeded.
