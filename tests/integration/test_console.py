@@ -270,3 +270,19 @@ def test_forged_probe_cannot_change_the_controllers_ssh(ansible, incus, cleanup,
     assert (other["hostname"], other["user"]) == ("192.0.2.7", "someone")
     assert ssh_config(home / "config", instance)["hostname"] == reported
     unforge(instance, ["ip", "awk", "head", "cut", "cat"])
+
+
+def test_bad_settings_write_nothing(ansible, console, tmp_path):
+    """An address or path that does not fit into one line of ssh_config is refused, naming the variable."""
+    extra = {**console["extra"], "pixels_console_dir": str(tmp_path / "px"), "pixels_console_ssh_config": str(tmp_path / "c")}
+    for bad, needle in [({"pixels_console_address": "10.0.0.1 ProxyCommand=id"}, "(pixels_console_address)"),
+                        ({"pixels_console_identity_file": '/tmp/k"\nHost *'}, "pixels_console_identity_file"),
+                        ({"pixels_console_user": "pixel extra"}, "pixels_console_user")]:
+        run = ansible.playbook(CONSOLE_PLAY, extra_vars={**extra, **bad}, inventory=console["inventory"])
+        assert run.rc != 0 and needle in run.stdout and INSTANCE in run.stdout, run.stdout[-3000:]
+        assert "Traceback" not in run.stdout + run.stderr
+        assert not any(tmp_path.iterdir()), list(tmp_path.rglob("*"))
+    good = ansible.playbook(CONSOLE_PLAY, extra_vars={**extra, "pixels_console_address": "sandbox.example.lan"},
+                            inventory=console["inventory"])
+    assert good.rc == 0, good.stdout[-3000:]
+    assert ssh_config(tmp_path / "c", INSTANCE)["hostname"] == "sandbox.example.lan"
