@@ -207,6 +207,11 @@ notes:
     has in the sandbox.
   - A sandbox that is stopped or does not exist makes the host unreachable with a message that
     says how to start or create it.
+  - Root inside the sandbox is not trusted with the controller's resources. A command's stdout and
+    stderr are kept whole up to 64 MiB each; a command that prints more is stopped and its task
+    fails. The command runner's frames may hold at most 1 MiB, and a frame that has begun must
+    arrive within O(timeout) seconds; a runner that breaks these rules (root may have replaced it)
+    fails the command at once, with a message that says so.
 seealso:
   - module: homelab.pixels.pixels_container
   - plugin: homelab.pixels.sandboxes
@@ -251,7 +256,6 @@ EXAMPLES = r"""
 """
 
 import os
-import re
 import stat
 import time
 from collections import namedtuple
@@ -273,6 +277,7 @@ from ansible_collections.homelab.pixels.plugins.module_utils.transfer import (
     TRANSFER_SOURCE,
     local_file,
 )
+from ansible_collections.homelab.pixels.plugins.module_utils.untrusted import printable
 
 display = Display()
 
@@ -354,11 +359,6 @@ def remote_path(path, account):
     if not path.startswith("/"):
         path = home.rstrip("/") + "/" + path
     return path
-
-
-def printable(data):
-    """Text from the sandbox, safe for the operator's terminal (control characters become ?)."""
-    return re.sub(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]", "?", to_text(data, errors="replace")).strip()
 
 
 class FileSink:
@@ -577,19 +577,23 @@ class Connection(ConnectionBase):
             try:
                 self._runners[instance] = CommandRunner(
                     lambda sink: backend.exec_start(instance, ["python3", "-I", "-c", RUNNER_SOURCE], stdout_sink=sink),
-                    where=instance)
+                    where=instance, frame_deadline=self.get_option("timeout"))
             except PixelsError as exc:
                 display.vvv(f"No command runner in {instance}: {exc.message}", host=instance)
                 self._runners[instance] = OFF
             return None
         try:
             # It started during the previous command: by now it has said hello, or soon will.
-            return state if state.ready(RUNNER_START_TIMEOUT) else None
+            if state.ready(RUNNER_START_TIMEOUT):
+                return state
+            problem = f"no hello within {RUNNER_START_TIMEOUT} s"
         except PixelsError as exc:
-            display.vvv(f"No command runner in {instance}: {exc.message}", host=instance)
-            self._runners[instance] = OFF
-            state.close()
-            return None
+            problem = exc.message
+        # Not waited for again: a runner that never answers must not slow every later command.
+        display.vvv(f"No command runner in {instance}: {problem}", host=instance)
+        self._runners[instance] = OFF
+        state.close()
+        return None
 
     def _send_become_password(self, session):
         """Answer the become prompt on stdin, then wait until become succeeded.
@@ -613,7 +617,7 @@ class Connection(ConnectionBase):
             remaining = deadline - time.monotonic()
             if remaining <= 0 or not session.wait_output(remaining):
                 raise AnsibleError(f"Timeout ({self.get_option('timeout')} s) waiting for the {become.name} "
-                                   f"prompt or its success: {to_native(stderr or stdout)}")
+                                   f"prompt or its success: {printable(to_text(stderr or stdout))[-2000:]}")
             if session.output() == (stdout, stderr):
                 return  # the command ended without asking: its output tells what happened
 
@@ -674,7 +678,7 @@ class Connection(ConnectionBase):
     @staticmethod
     def _transfer_failed(result, what, instance, account, strict):
         """The Ansible error for a failed TRANSFER_SOURCE run."""
-        reason = printable(result.stderr) or f"exit code {result.rc}"
+        reason = printable(result.stderr).strip() or f"exit code {result.rc}"
         who = f"as {account.name}" + (" for a become user" if strict else "")
         message = f"{what} in {instance} {who} failed: {reason}"
         if result.rc == 127:

@@ -22,6 +22,18 @@ META_EGRESS = "user.pixels.egress"
 
 # Size of the pieces streamed in and out of a sandbox (stdin, files).
 STREAM_CHUNK = 1 << 20
+# The most a command's stdout, and its stderr, may print when the controller keeps it whole (a
+# module's JSON answer, a registered result): a command that prints more is stopped and fails,
+# rather than the controller buffering whatever root in a sandbox sends.
+MAX_OUTPUT = 64 << 20
+
+
+def output_limit_message(stream, where, limit=MAX_OUTPUT):
+    amount = f"{limit >> 20} MiB" if limit >= 1 << 20 else f"{limit} bytes"
+    return (f"A command in {where} printed more than {amount} on {stream}, the most the "
+            f"controller keeps of a command's output: it was stopped. Write large output to a file in the "
+            f"sandbox and fetch that instead.")
+
 
 ExecResult = namedtuple("ExecResult", "rc stdout stderr")
 

@@ -16,11 +16,14 @@ from __future__ import annotations
 import json
 import os
 
+from ansible_collections.homelab.pixels.plugins.module_utils.untrusted import printable
+
 STATES = ("pending", "running", "done", "failed")
 
 
 def tail(path, lines):
-    """The last `lines` lines of a text file ('' when missing), reading at most 64 KiB."""
+    """The last `lines` lines of a text file ('' when missing), reading at most 64 KiB, without
+    terminal control sequences (the controller removes them again: this code runs in the sandbox)."""
     if lines <= 0:
         return ""
     try:
@@ -31,7 +34,7 @@ def tail(path, lines):
             data = handle.read()
     except OSError:
         return ""
-    text = data.decode("utf-8", errors="replace")
+    text = printable(data.decode("utf-8", errors="replace"))
     return "\n".join(text.rstrip("\n").split("\n")[-lines:]) if text.strip() else ""
 
 

@@ -27,6 +27,7 @@ except ImportError:  # reported by the module
 
 from ansible_collections.homelab.pixels.plugins.module_utils.errors import PixelsError
 from ansible_collections.homelab.pixels.plugins.module_utils import egress_templates as templates
+from ansible_collections.homelab.pixels.plugins.module_utils.untrusted import printable
 
 MODES = ("unrestricted", "agent", "allowlist")
 RESTRICTED = ("agent", "allowlist")
@@ -307,7 +308,7 @@ def install(backend, instance, policy, files, resolve_timeout=RESOLVE_TIMEOUT, r
     if result.rc != 0:
         raise PixelsError(
             f"Applying egress mode {policy['mode']} inside {instance} failed (exit {result.rc}): "
-            f"{err.strip() or out.strip()}. The sandbox stays locked down (restricted sudo, mode file "
+            f"{printable(err.strip() or out.strip())[-4000:]}. The sandbox stays locked down (restricted sudo, mode file "
             f"{MODE_FILE}); fix the cause and run the task again.",
             stdout=out, stderr=err)
     state = None

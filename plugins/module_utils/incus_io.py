@@ -32,10 +32,12 @@ import time
 from urllib.parse import quote, urlencode, urlsplit
 
 from ansible_collections.homelab.pixels.plugins.module_utils.backend import (
+    MAX_OUTPUT,
     STREAM_CHUNK,
     ExecResult,
     ExecSession,
     SandboxIO,
+    output_limit_message,
 )
 from ansible_collections.homelab.pixels.plugins.module_utils.errors import PixelsError, SandboxUnavailable
 from ansible_collections.homelab.pixels.plugins.module_utils.incus_api import (
@@ -374,6 +376,7 @@ class IncusExec(ExecSession):
         self._stdin = connections[0]
         self._streams = streams
         self._chunks = ([], [])
+        self._sizes = [0, 0]
         self._ended = 0
         self._error = None
         self._stdin_open = True
@@ -396,18 +399,29 @@ class IncusExec(ExecSession):
                     self._sink(message)
                     continue
                 with self._changed:
+                    if self._sizes[index] + len(message) > MAX_OUTPUT:
+                        self._error = PixelsError(output_limit_message(("stdout", "stderr")[index], self._instance, MAX_OUTPUT))
+                        break
+                    self._sizes[index] += len(message)
                     self._chunks[index].append(message)
                     self._changed.notify_all()
         except self._closed_error:
             pass  # Incus drops the connection after the end-of-stream message
         except Exception as exc:  # pylint: disable=broad-except
-            self._error = exc
+            self._error = self._error or exc  # the first cause, not what it led to on the other stream
         finally:
             if index == 0 and self._sink is not None:
                 self._sink(None)
+            if isinstance(self._error, PixelsError):
+                # Closing its streams ends the command (its next write fails) and the other reader.
+                self._close_streams()
             with self._changed:
                 self._ended += 1
                 self._changed.notify_all()
+
+    def _close_streams(self):
+        with contextlib.suppress(Exception):
+            self._streams.close()
 
     def write(self, data):
         if not self._stdin_open:
@@ -441,6 +455,8 @@ class IncusExec(ExecSession):
         self.close_stdin()
         for reader in self._readers:
             reader.join()
+        if isinstance(self._error, PixelsError):
+            raise self._error
         if self._error is not None:
             raise PixelsError(f"Lost the output of a command in {self._instance}: {self._error}")
         rc = self._backend.exec_return(self._instance, self._operation)

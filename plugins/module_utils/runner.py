@@ -13,6 +13,14 @@ and the exit code as frames over that exec's own stdin and stdout.
 Frames are a kind byte, a big-endian 32-bit length and the payload. To the runner: ``S`` a
 command (JSON), ``I`` stdin data, ``E`` end of stdin, ``K`` kill the command. From it: ``H``
 hello (JSON) once, ``O``/``R`` stdout/stderr data, ``X`` the exit code. One command at a time.
+
+The runner is started as root inside the sandbox, so root there can replace it (or the python3
+it runs in): nothing it sends is trusted. A frame from it may hold at most MAX_FRAME bytes (the
+runner's own are at most 64 KiB); once a frame has begun, the rest of it must arrive within the
+frame deadline (the connection's timeout); an unknown kind, a bad hello or exit code, a frame
+too large or too slow breaks the runner at once with a message saying so, and the command
+fails instead of the controller buffering or waiting. A command's captured output is bounded
+by backend.MAX_OUTPUT.
 """
 
 from __future__ import annotations
@@ -20,12 +28,26 @@ from __future__ import annotations
 import json
 import struct
 import threading
+import time
 
-from ansible_collections.homelab.pixels.plugins.module_utils.backend import STREAM_CHUNK, ExecResult, ExecSession
+from ansible_collections.homelab.pixels.plugins.module_utils.backend import (
+    MAX_OUTPUT,
+    STREAM_CHUNK,
+    ExecResult,
+    ExecSession,
+    output_limit_message,
+)
 from ansible_collections.homelab.pixels.plugins.module_utils.errors import PixelsError
 
 VERSION = 1
 _HEADER = struct.Struct(">cI")
+# The largest frame taken from the runner: its data frames are at most 64 KiB.
+MAX_FRAME = 1 << 20
+# Seconds the rest of a frame may take once it has begun (the connection passes its timeout).
+FRAME_DEADLINE = 30
+# What the runner sends: hello, stdout, stderr, exit code.
+_KINDS = (b"H", b"O", b"R", b"X")
+_EXIT_DIGITS = 10  # digits of an exit code
 
 # Runs inside the sandbox with ``python3 -I -c``: Python 3.6 or later, standard library only.
 RUNNER_SOURCE = r'''
@@ -143,8 +165,10 @@ class CommandRunner:
     ExecSession, calling ``sink`` with its stdout as it arrives (None at the end).
     """
 
-    def __init__(self, start, where="the sandbox"):
+    def __init__(self, start, where="the sandbox", frame_deadline=FRAME_DEADLINE):
         self._where = where
+        self._frame_deadline = frame_deadline
+        self._partial_since = None  # when the frame that is still incomplete began
         self._buffer = bytearray()
         self._lock = threading.Condition()
         self._hello = None
@@ -163,28 +187,77 @@ class CommandRunner:
                     self._current.lost()
                 self._lock.notify_all()
                 return
+            if self._broken:
+                return  # whatever a broken runner still sends is dropped, not buffered
             self._buffer += data
             while len(self._buffer) >= _HEADER.size:
                 kind, size = _HEADER.unpack_from(self._buffer)
+                problem = self._frame_problem(kind, size)
+                if problem:
+                    self._break(problem)
+                    return
                 if len(self._buffer) < _HEADER.size + size:
                     break
                 payload = bytes(self._buffer[_HEADER.size:_HEADER.size + size])
                 del self._buffer[:_HEADER.size + size]
-                self._dispatch(kind, payload)
+                self._partial_since = None
+                problem = self._dispatch(kind, payload)
+                if problem:
+                    self._break(problem)
+                    return
+            if self._buffer and self._partial_since is None:
+                self._partial_since = time.monotonic()
             self._lock.notify_all()
 
+    def _frame_problem(self, kind, size):
+        if kind not in _KINDS:
+            return (f"The command runner in {self._where} sent a frame of unknown kind {kind!r}: it is not "
+                    f"the runner this connection started (root in the sandbox may have replaced it).")
+        if size > MAX_FRAME:
+            return (f"The command runner in {self._where} announced a frame of {size} bytes, more than the "
+                    f"{MAX_FRAME} it may send: it is not the runner this connection started (root in the "
+                    f"sandbox may have replaced it); the frame was not read.")
+        return None
+
     def _dispatch(self, kind, payload):
+        """Hand a frame on; a message when it is not what the runner sends."""
         if kind == b"H":
-            self._hello = json.loads(payload.decode("utf-8"))
+            try:
+                hello = json.loads(payload.decode("utf-8"))
+            except ValueError:
+                hello = None
+            if not isinstance(hello, dict):
+                return f"The command runner in {self._where} sent a hello that is not a JSON object."
+            self._hello = hello
+        elif kind == b"X" and not (0 < len(payload) <= _EXIT_DIGITS and payload.isdigit()):
+            return f"The command runner in {self._where} sent an exit code that is not a number: {payload[:40]!r}."
         elif self._current is not None:
             self._current.frame(kind, payload)
+        return None
+
+    def _break(self, reason):
+        """Stop taking frames (with the lock held): the runner is not to be trusted any more."""
+        self._broken = self._broken or reason
+        self._buffer = bytearray()
+        self._partial_since = None
+        if self._current is not None:
+            self._current.lost(reason)
+        self._lock.notify_all()
+
+    def check_deadline(self):
+        """Break the runner when a frame it began has not arrived within the frame deadline."""
+        with self._lock:
+            since = self._partial_since
+            if since is not None and time.monotonic() - since > self._frame_deadline:
+                self._break(f"The command runner in {self._where} began a frame and did not finish it within "
+                            f"{self._frame_deadline} s: it is stuck or not the runner this connection started.")
 
     # -- state --------------------------------------------------------------------------
 
     def ready(self, timeout=0):
         """True once the runner said hello; False while it may still; raises once it cannot."""
         with self._lock:
-            self._lock.wait_for(lambda: self._hello is not None or self._ended, timeout)
+            self._lock.wait_for(lambda: self._hello is not None or self._ended or self._broken, timeout)
             if self._hello is not None and not self._ended and not self._broken:
                 if self._hello.get("version") != VERSION:
                     raise PixelsError(f"The command runner in {self._where} speaks version "
@@ -194,6 +267,10 @@ class CommandRunner:
                 raise PixelsError(self._broken or f"The command runner in {self._where} did not start "
                                   f"(no python3 there?).")
             return False
+
+    @property
+    def where(self):
+        return self._where
 
     @property
     def usable(self):
@@ -255,8 +332,10 @@ class RunnerCommand(ExecSession):
         self._sink = stdout_sink
         self._changed = threading.Condition()
         self._chunks = ([], [])
+        self._sizes = [0, 0]
         self._rc = None
         self._lost = False
+        self._reason = None
         self._stdin_open = True
 
     # called by the runner's reader thread
@@ -264,20 +343,28 @@ class RunnerCommand(ExecSession):
         if self._sink is not None and kind in (b"O", b"X"):
             self._sink(payload if kind == b"O" else None)  # all of stdout comes before the exit code
         with self._changed:
-            if kind == b"O":
-                if self._sink is None:
-                    self._chunks[0].append(payload)
-            elif kind == b"R":
-                self._chunks[1].append(payload)
+            if self._lost:
+                return
+            if kind == b"O" and self._sink is not None:
+                pass  # streamed to the sink above (a fetched file), not kept
+            elif kind in (b"O", b"R"):
+                index = 0 if kind == b"O" else 1
+                if self._sizes[index] + len(payload) > MAX_OUTPUT:
+                    self._lost = True
+                    self._reason = output_limit_message(("stdout", "stderr")[index], self._runner.where, MAX_OUTPUT)
+                else:
+                    self._sizes[index] += len(payload)
+                    self._chunks[index].append(payload)
             elif kind == b"X":
                 self._rc = int(payload)
             self._changed.notify_all()
 
-    def lost(self):
+    def lost(self, reason=None):
         if self._sink is not None:
             self._sink(None)
         with self._changed:
             self._lost = True
+            self._reason = self._reason or reason
             self._changed.notify_all()
 
     def _ended(self):
@@ -307,10 +394,17 @@ class RunnerCommand(ExecSession):
 
     def wait(self):
         self.close_stdin()
-        with self._changed:
-            self._changed.wait_for(self._ended)
-            lost = self._rc is None
+        while True:
+            with self._changed:
+                if self._changed.wait_for(self._ended, 1):
+                    lost, reason = self._rc is None, self._reason
+                    break
+            self._runner.check_deadline()
         self._runner.finished(self)
+        if reason:
+            self._runner.send(b"K")  # a runner that still listens stops the command
+            self._runner.broken(reason)
+            raise PixelsError(reason)
         if lost:
             self._runner.broken("The command runner ended during a command.")
             raise PixelsError("The command runner in the sandbox ended while a command ran (did the command "

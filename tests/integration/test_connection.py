@@ -18,7 +18,7 @@ from ansible.playbook.play_context import PlayContext
 from ansible.plugins.loader import become_loader, connection_loader, init_plugin_loader
 
 from ansible_fixtures import ROOT
-from conftest import PROJECT, SOCKET, in_sandbox, incus_cli
+from conftest import PROJECT, SOCKET, in_sandbox, incus_cli, wait_for
 from tls_fixtures import make_cert
 
 CONNECTION = "homelab.pixels.incus"
@@ -737,3 +737,73 @@ def test_playbook_over_https(ansible, incus, cleanup, tmp_path, https):
     result = probe(ansible, tmp_path, host_line(
         FAR, **dict(settings, pixels_incus_client_cert=crt, pixels_incus_client_key=key)))
     unreachable(result, "does not trust client_cert")
+
+
+# -- root in the sandbox against the controller: endless output, a forged command runner --------
+
+EVIL = f"conn-evil-{TAG}"
+# Root in the sandbox puts this in front of python3: the command runner (recognised by its source)
+# becomes a program that says hello, takes the command and then announces a 4 GiB frame.
+FORGED_PYTHON = r"""#!/bin/sh
+case "$3" in
+*"HEADER = struct.Struct"*)
+  exec /usr/bin/python3.real -c '
+import struct, sys, time
+out = sys.stdout.buffer
+hello = b"{\"version\": 1, \"pid\": 1}"
+out.write(struct.pack(">cI", b"H", len(hello)) + hello); out.flush()
+sys.stdin.buffer.read(5)
+out.write(struct.pack(">cI", b"O", 0xFFFFFFFF) + b"x" * 65536); out.flush()
+time.sleep(600)' ;;
+esac
+exec /usr/bin/python3.real "$@"
+"""
+# The task timeout bounds the test, not the plugin: without the plugin's own bounds the controller
+# waits for the rest of the 4 GiB frame, and buffers `yes` until the timeout.
+RAW_TASKS = """\
+- hosts: sandboxes
+  gather_facts: false
+  tasks:
+    - ansible.builtin.raw: echo {{ item }}
+      loop: [one, two, three]
+      timeout: 90
+"""
+ENDLESS = """\
+- hosts: sandboxes
+  gather_facts: false
+  tasks:
+    - ansible.builtin.raw: exec yes
+      timeout: 90
+"""
+
+
+def test_endless_output_and_a_forged_runner(ansible, incus, cleanup, tmp_path):
+    """A command that prints without end is stopped at the output limit instead of filling the
+    controller's memory; a command runner that root in the sandbox replaced and that announces a
+    4 GiB frame fails the task at once, with a message that says so."""
+    instance = sandbox(ansible, EVIL)
+    inventory = write_inventory(tmp_path, host_line(EVIL))
+    started = time.monotonic()
+    run = ansible.playbook(ENDLESS, inventory=inventory)
+    assert time.monotonic() - started < 60
+    no_traceback(run)
+    assert run.results, run.stdout[-3000:] + run.stderr[-3000:]
+    result = run.results[0][2]
+    assert "printed more than 64 MiB on stdout" in result["msg"], result
+    # The command was stopped: nothing of it is left running in the sandbox.
+    wait_for(lambda: not in_sandbox(instance, "pgrep -x yes", check=False).strip(), timeout=20,
+             what="the endless command to end")
+
+    in_sandbox(instance, "mv /usr/bin/python3 /usr/bin/python3.real && cat > /usr/bin/python3 <<'EOF'\n"
+                         + FORGED_PYTHON + "EOF\nchmod 755 /usr/bin/python3")
+    started = time.monotonic()
+    run = ansible.playbook(RAW_TASKS, inventory=inventory)
+    took = time.monotonic() - started
+    no_traceback(run)
+    items = run.results[0][2]["results"]
+    # The first two commands are direct execs; the third goes through the (forged) runner.
+    assert [item.get("stdout") for item in items[:2]] == ["one\n", "two\n"], items
+    assert items[2].get("unreachable"), items[2]
+    assert "announced a frame of 4294967295 bytes" in items[2]["msg"], items[2]
+    assert "root in the sandbox may have replaced it" in items[2]["msg"], items[2]
+    assert took < 60, took

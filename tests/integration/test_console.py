@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from conftest import in_sandbox, incus_cli, wait_for
+from conftest import in_sandbox, incus_cli, wait_booted, wait_for
 
 NAME = "cs-box"
 INSTANCE = "px-" + NAME
@@ -102,7 +102,8 @@ def ssh(console, *command, env=None, check=True):
 
 def test_config_include_and_pinned_key(console):
     config = (console["home"] / "config").read_text()
-    assert config.startswith("# BEGIN homelab.pixels console\nInclude ")
+    assert config.startswith(f'# BEGIN homelab.pixels console\nHost px-*\nInclude "{console["home"]}/pixels/hosts/*.conf"\n'
+                             'Host *\n# END homelab.pixels console\n')
     host_conf = (console["home"] / "pixels" / "hosts" / f"{INSTANCE}.conf")
     assert oct(host_conf.stat().st_mode & 0o777) == "0o600"
     text = host_conf.read_text()
@@ -195,3 +196,93 @@ def test_console_needs_sshd(ansible, incus, cleanup, tmp_path):
     extra = {"pixels_console_dir": str(tmp_path / "px"), "pixels_console_ssh_config": str(tmp_path / "config")}
     run = ansible.playbook(CONSOLE_PLAY, extra_vars=extra, inventory=str(inventory))
     assert run.rc != 0 and "px-cs-nokey has no SSH host key (run the homelab.pixels.provision role first" in run.stdout
+
+
+FORGED_ADDRESS = "10.0.0.1$(id>/tmp/px-forged) extra words"
+FORGED_KEY = "ssh-ed25519 AAAA$(id>/tmp/px-forged)"
+USER_CONFIG = "Host other\n    HostName 192.0.2.7\n    User someone\n"
+
+
+def files_of(directory):
+    """Every file under directory: relative path -> (mode, bytes)."""
+    return {str(path.relative_to(directory)): (path.stat().st_mode, path.read_bytes())
+            for path in sorted(directory.rglob("*")) if path.is_file()}
+
+
+def ssh_config(config, host):
+    """`ssh -G host` with config: its settings, lowercased keys (fails the test if ssh refuses the file)."""
+    proc = subprocess.run(["ssh", "-G", "-F", str(config), host], capture_output=True, text=True, timeout=30, check=False)
+    assert proc.returncode == 0, proc.stderr
+    return dict(line.split(" ", 1) for line in proc.stdout.splitlines() if " " in line)
+
+
+def forge(instance, tools, output):
+    """Root in the sandbox replaces each of tools (where it is on PATH) with a script printing output."""
+    in_sandbox(instance, f"cat > /root/forged <<'EOF'\n#!/bin/sh\necho '{output}'\nEOF\nchmod 755 /root/forged")
+    in_sandbox(instance, "set -e; for tool in " + " ".join(tools) + "; do path=$(command -v $tool); "
+                         "[ -e $path.real ] || mv $path $path.real; cp /root/forged $path; done")
+
+
+def unforge(instance, tools):
+    in_sandbox(instance, "for tool in " + " ".join(tools) + "; do path=$(command -v $tool); "
+                         "[ -e $path.real ] && mv -f $path.real $path; done; true")
+
+
+def test_forged_probe_cannot_change_the_controllers_ssh(ansible, incus, cleanup, tmp_path):
+    """Root in the sandbox forges what the console role's probe reads: the address (ip, awk) and the
+    host key (head, cut, cat). The controller's SSH files stay as they were, the HostName is the address
+    Incus reports, a forged key fails the task naming the sandbox, and ssh to other hosts still works."""
+    instance = "px-cs-forge"
+    result = ansible.module("pixels_container", name="cs-forge")
+    assert not result.get("failed"), result
+    wait_booted(instance)
+    address = incus_cli("list", instance, "--format", "json", "-c", "4").stdout
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "config").write_text(USER_CONFIG)
+    inventory = tmp_path / "inventory.ini"
+    inventory.write_text("[sandboxes]\ncs-forge ansible_connection=homelab.pixels.incus\n")
+    extra = {"pixels_console_dir": str(home / "pixels"), "pixels_console_ssh_config": str(home / "config")}
+    first = ansible.playbook(CONSOLE_PLAY, extra_vars=extra, inventory=str(inventory))
+    assert first.rc == 0, first.stdout
+    reported = ansible.module("pixels_container_info", name="cs-forge")["sandboxes"][0]["ipv4"][0]
+    assert reported in address
+    assert ssh_config(home / "config", instance)["hostname"] == reported
+    before = files_of(home)
+
+    # The address: whatever `ip` and `awk` print in the sandbox is not used.
+    forge(instance, ["ip", "awk"], FORGED_ADDRESS)
+    assert in_sandbox(instance, "ip -4 -o addr show | awk '{print}'").strip() == FORGED_ADDRESS
+    run = ansible.playbook(CONSOLE_PLAY, extra_vars=extra, inventory=str(inventory))
+    assert run.rc == 0 and run.changed == 0, run.stdout
+    assert files_of(home) == before
+    assert ssh_config(home / "config", instance)["hostname"] == reported
+
+    # The host key: a forged line fails the task naming the sandbox, and nothing is written.
+    forge(instance, ["head", "cut", "cat"], FORGED_KEY)
+    assert in_sandbox(instance, "head -n 1 /etc/ssh/ssh_host_ed25519_key.pub").strip() == FORGED_KEY
+    run = ansible.playbook(CONSOLE_PLAY, extra_vars=extra, inventory=str(inventory))
+    assert run.rc != 0, run.stdout
+    assert f"The SSH host key that {instance} reported is not a host key" in run.stdout, run.stdout
+    assert "Traceback" not in run.stdout + run.stderr
+    assert files_of(home) == before
+    other = ssh_config(home / "config", "other")
+    assert (other["hostname"], other["user"]) == ("192.0.2.7", "someone")
+    assert ssh_config(home / "config", instance)["hostname"] == reported
+    unforge(instance, ["ip", "awk", "head", "cut", "cat"])
+
+
+def test_bad_settings_write_nothing(ansible, console, tmp_path):
+    """An address or path that does not fit into one line of ssh_config is refused, naming the variable."""
+    extra = {**console["extra"], "pixels_console_dir": str(tmp_path / "px"), "pixels_console_ssh_config": str(tmp_path / "c")}
+    for bad, needle in [({"pixels_console_address": "10.0.0.1 ProxyCommand=id"}, "(pixels_console_address)"),
+                        ({"pixels_console_identity_file": '/tmp/k"\nHost *'}, "pixels_console_identity_file"),
+                        ({"pixels_console_user": "pixel extra"}, "pixels_console_user")]:
+        run = ansible.playbook(CONSOLE_PLAY, extra_vars={**extra, **bad}, inventory=console["inventory"])
+        assert run.rc != 0 and needle in run.stdout and INSTANCE in run.stdout, run.stdout[-3000:]
+        assert "Traceback" not in run.stdout + run.stderr
+        assert not any(tmp_path.iterdir()), list(tmp_path.rglob("*"))
+    good = ansible.playbook(CONSOLE_PLAY, extra_vars={**extra, "pixels_console_address": "sandbox.example.lan"},
+                            inventory=console["inventory"])
+    assert good.rc == 0, good.stdout[-3000:]
+    assert ssh_config(tmp_path / "c", INSTANCE)["hostname"] == "sandbox.example.lan"

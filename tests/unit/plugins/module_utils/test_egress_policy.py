@@ -14,6 +14,7 @@ import tarfile
 import pytest
 
 from ansible_collections.homelab.pixels.plugins.module_utils import egress, egress_host, egress_templates
+from ansible_collections.homelab.pixels.plugins.module_utils.backend import ExecResult
 from ansible_collections.homelab.pixels.plugins.module_utils.errors import PixelsError
 
 ROOT = os.geteuid() == 0
@@ -356,3 +357,17 @@ def test_read_host_table_parses_nft_json(monkeypatch):
     monkeypatch.setattr(egress_host, "_nft", fake_nft)
     state = egress_host.read_host_table("t")
     assert state == {"exists": True, "chains": {"sb_default__px_box"}, "src4": {"10.123.0.5": "sb_default__px_box"}, "src6": {}}
+
+
+def test_installer_failure_quotes_its_output_without_escape_sequences():
+    """The sandbox's output reaches the operator's terminal: root there controls it."""
+    class Backend:
+        def execute(self, instance, argv, stdin=b""):
+            return ExecResult(1, b"", b"x" * 10000 + b"\n\x1b]0;owned\x07\x1b[2Jnft: rules rejected\n")
+
+    with pytest.raises(PixelsError) as caught:
+        egress.install(Backend(), "px-evil", POLICY, egress.render_files(POLICY))
+    message = caught.value.message
+    assert "stays locked down" in message and "nft: rules rejected" in message
+    assert "\x1b" not in message and "\x07" not in message
+    assert len(message) < 5000

@@ -2,6 +2,7 @@
 
 import hashlib
 import os
+import struct
 import subprocess
 import sys
 import threading
@@ -10,6 +11,7 @@ import time
 import pytest
 
 from ansible_collections.homelab.pixels.plugins.module_utils.errors import PixelsError
+from ansible_collections.homelab.pixels.plugins.module_utils import runner as runner_module
 from ansible_collections.homelab.pixels.plugins.module_utils.runner import RUNNER_SOURCE, CommandRunner
 
 
@@ -133,5 +135,75 @@ def test_runner_that_never_starts():
 def test_runner_dying_during_a_command(runner):
     with runner.run(["sh", "-c", "kill -9 $PPID; sleep 5"]) as command:
         with pytest.raises(PixelsError, match="ended while a command ran"):
+            command.wait()
+    assert not runner.usable
+
+
+# -- a runner that root in the sandbox replaced: it says hello, takes the command, then misbehaves --
+
+HOSTILE = r'''
+import struct, sys
+HEADER = struct.Struct(">cI")
+OUT, IN = sys.stdout.buffer, sys.stdin.buffer
+OUT.write(HEADER.pack(b"H", len(HELLO)) + HELLO); OUT.flush()
+kind, size = HEADER.unpack(IN.read(HEADER.size)); IN.read(size)
+OUT.write(ANSWER); OUT.flush()
+IN.read()  # until the controller closes its end
+'''
+
+
+def hostile(answer, hello=b'{"version": 1, "pid": 1}', frame_deadline=30):
+    source = f"HELLO = {hello!r}\nANSWER = {answer!r}\n" + HOSTILE
+    started = CommandRunner(lambda sink: LocalSession(sink, [sys.executable, "-I", "-c", source]), "px-evil",
+                            frame_deadline=frame_deadline)
+    return started
+
+
+def fails_fast(runner, match, within=5):
+    started = time.monotonic()
+    try:
+        assert runner.ready(10)
+        with runner.run(["true"]) as command:
+            with pytest.raises(PixelsError, match=match):
+                command.wait()
+        assert time.monotonic() - started < within
+        assert not runner.usable
+        assert len(runner._buffer) == 0  # pylint: disable=protected-access
+    finally:
+        runner.close()
+
+
+def test_a_4_gib_frame_fails_at_once_without_buffering():
+    header = struct.pack(">cI", b"O", 0xFFFFFFFF)
+    fails_fast(hostile(header + b"x" * 100000), r"px-evil announced a frame of 4294967295 bytes, more than the 1048576")
+
+
+def test_a_frame_that_never_ends_fails_at_the_deadline():
+    header = struct.pack(">cI", b"O", 1000)
+    runner = hostile(header + b"x" * 10, frame_deadline=1)
+    fails_fast(runner, r"began a frame and did not finish it within 1 s")
+
+
+@pytest.mark.parametrize("answer, match", [
+    (struct.pack(">cI", b"Z", 2) + b"hi", "unknown kind b'Z'"),
+    (struct.pack(">cI", b"X", 9) + b"1; rm -rf", "exit code that is not a number"),
+])
+def test_frames_the_runner_never_sends(answer, match):
+    fails_fast(hostile(answer), match)
+
+
+def test_a_hello_that_is_not_json():
+    runner = hostile(b"", hello=b"\x1b]0;owned\x07")
+    try:
+        with pytest.raises(PixelsError, match="hello that is not a JSON object"):
+            runner.ready(10)
+    finally:
+        runner.close()
+
+
+def test_output_beyond_the_limit_stops_the_command(monkeypatch, runner):
+    monkeypatch.setattr(runner_module, "MAX_OUTPUT", 100000)
+    with runner.run(["sh", "-c", "while :; do head -c 65536 /dev/zero; done"]) as command:
+        with pytest.raises(PixelsError, match="the test printed more than 100000 bytes on stdout"):
             command.wait()
     assert not runner.usable
