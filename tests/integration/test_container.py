@@ -111,8 +111,11 @@ KEYS_MATCH = ("for t in rsa ecdsa ed25519; do k=/etc/ssh/ssh_host_${t}_key; "
 def served_host_key(address):
     """The ed25519 host key sshd at ``address`` presents, once it answers."""
     def served():
-        return subprocess.run(["ssh-keyscan", "-T", "5", "-t", "ed25519", address], capture_output=True,
-                              text=True, check=False).stdout.split()[1:3]
+        out = subprocess.run(["ssh-keyscan", "-T", "5", "-t", "ed25519", address], capture_output=True,
+                             text=True, check=False).stdout
+        # (OpenSSH 10 prints its "# address:22 SSH-2.0-..." comment on stdout too)
+        keys = [line.split()[1:3] for line in out.splitlines() if line.strip() and not line.startswith("#")]
+        return keys[0] if keys else None
     return " ".join(wait_for(served, timeout=60, what=f"sshd at {address}", interval=0.2))
 
 

@@ -63,7 +63,8 @@ def ok(result):
 
 def address(instance, family="inet"):
     proc = subprocess.run(["incus", "query", f"/1.0/instances/{instance}/state?project={PROJECT}"],
-                          capture_output=True, text=True, check=True, timeout=60)
+                          capture_output=True, text=True, check=False, timeout=60)
+    assert proc.returncode == 0, f"the state of {instance}: {proc.stderr.strip()}"
     state = json.loads(proc.stdout)
     for name, nic in (state.get("network") or {}).items():
         for addr in nic["addresses"]:

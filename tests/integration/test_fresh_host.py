@@ -274,6 +274,9 @@ def full_suite(host, ca_bundle, checkout):
     if ca_bundle:
         host.run(f"apt-get install -y ca-certificates && cp {CA_PATH} /usr/local/share/ca-certificates/ "
                  "&& update-ca-certificates")
+    # a checkout is a git clone (test_galaxy lists the files as git sees them)
+    host.run(f"cd {checkout} && git init -q && git add -A && git -c user.name=fresh -c user.email=fresh@test "
+             "commit -qm checkout")
     log = f"/tmp/pixels-fresh-{host.suite}-test.log"
     proc = host.run(f"cd {checkout} && {README_TEST} > /root/test.log 2>&1", env={"PIXELS_IN_FRESH_HOST": "1"},
                     timeout=3 * 3600, check=False)
