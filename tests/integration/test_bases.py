@@ -6,7 +6,7 @@ import time
 import pytest
 
 from conftest import IMAGE, in_sandbox, incus_cli, instance_names
-from site_helpers import OFF, ROLE, failure, instance, ok, role_tasks, site, snapshots, verb, write_vars
+from site_helpers import OFF, ROLE, failure, instance, ok, query, role_tasks, site, snapshots, verb, write_vars
 
 
 def config(name, key):
@@ -103,6 +103,88 @@ def test_sandbox_from_an_unbuilt_base_is_a_clear_error(ansible, incus, cleanup):
     result = ansible.module("pixels_container", name="bs-nobase", base="bs-never")
     assert result.get("failed") and "not built" in result["msg"] and "base_build -e name=bs-never" in result["msg"]
     assert "px-bs-nobase" not in instance_names(incus)
+
+
+def test_pixels_base_module_directly(ansible, incus, cleanup):
+    """pixels_base on its own: check mode makes nothing (Incus asked), diff, the container made and
+    marked, a second run changes nothing; a child needs a checkpoint of its parent and clones the
+    newest; one that never gets an address is removed again; absent, also in check mode."""
+    parent, child = "px-base-bs-direct", "px-base-bs-direct2"
+    checked = ansible.adhoc("pixels_base", check=True, diff=True, name="bs-direct", image=IMAGE)
+    assert checked["changed"] and checked["diff"] == {"before": {"exists": False}, "after": {"exists": True}}, checked
+    assert instance(parent) is None
+
+    made = ansible.adhoc("pixels_base", diff=True, name="bs-direct", image=IMAGE, description="bs direct")
+    assert made["changed"] and made["diff"] == {"before": {"exists": False}, "after": {"exists": True}}, made
+    box = instance(parent)
+    assert (box["status"], box["description"], box["config"]["user.pixels.base"]) == ("Running", "bs direct", "bs-direct")
+    inet = [a for a in query(f"/1.0/instances/{parent}/state")["network"]["eth0"]["addresses"] if a["family"] == "inet"]
+    assert inet  # waited for its address: ready for its setup
+    assert made["base"] == {"name": "bs-direct", "instance": parent, "status": "running", "parent": "",
+                            "checkpoints": [], "newest": "", "built": False}
+
+    again = ansible.adhoc("pixels_base", diff=True, name="bs-direct", image=IMAGE)
+    assert again["changed"] is False and again["diff"]["before"] == again["diff"]["after"] == {"exists": True}
+    assert ansible.adhoc("pixels_base", check=True, name="bs-direct", image="other/image")["changed"] is False
+    assert instance(parent)["created_at"] == box["created_at"]
+
+    # Not built (no checkpoint) yet: a child is refused, naming the option and the fix; nothing made.
+    refused = ansible.module("pixels_base", name="bs-direct2", **{"from": "bs-direct"})
+    assert refused.get("failed") and refused["msg"].startswith("from='bs-direct': px-base-bs-direct has no checkpoint")
+    assert "base_build -e name=bs-direct -e rebuild=true" in refused["msg"] and instance(child) is None
+
+    # A checkpoint without a network, then a newer good one: the child clones the newest.
+    in_sandbox(parent, "mv /etc/network/interfaces /etc/network/interfaces.off")
+    incus_cli("snapshot", "create", parent, "a-nonet")
+    in_sandbox(parent, "mv /etc/network/interfaces.off /etc/network/interfaces")
+    nonet = ansible.module("pixels_base", name="bs-direct2", wait_timeout=3, **{"from": "bs-direct"})
+    assert nonet.get("failed") and "no IPv4 address within 3 s" in nonet["msg"], nonet
+    assert "removed again" in nonet["msg"] and instance(child) is None
+    time.sleep(1.1)  # creation times one second apart
+    in_sandbox(parent, "echo good > /etc/bs-direct")
+    incus_cli("snapshot", "create", parent, "b-good")
+    assert ansible.adhoc("pixels_base", check=True, name="bs-direct2", **{"from": "bs-direct"})["changed"]
+    assert instance(child) is None
+    made = ansible.module("pixels_base", name="bs-direct2", **{"from": "bs-direct"})
+    assert made["changed"] and made["base"]["parent"] == "bs-direct" and made["base"]["status"] == "running"
+    assert in_sandbox(child, "cat /etc/bs-direct").strip() == "good"
+    assert config(child, "user.pixels.base") == "bs-direct2" and config(child, "user.pixels.base.parent") == "bs-direct"
+    assert ansible.module("pixels_base", name="bs-direct2", **{"from": "bs-direct"})["changed"] is False
+    built = ansible.module("pixels_base", name="bs-direct")["base"]
+    assert built["checkpoints"] == ["a-nonet", "b-good"] and built["newest"] == "b-good" and built["built"]
+
+    # absent: check mode keeps it; then it goes, with its checkpoints; then nothing to do
+    gone = ansible.adhoc("pixels_base", check=True, diff=True, name="bs-direct", state="absent")
+    assert gone["changed"] and gone["diff"] == {"before": {"exists": True}, "after": {"exists": False}}
+    assert instance(parent) is not None
+    assert ansible.module("pixels_base", name="bs-direct", state="absent")["changed"]
+    assert instance(parent) is None and snapshots(parent) == []
+    assert ansible.module("pixels_base", name="bs-direct", state="absent")["changed"] is False
+    assert instance(child)["status"] == "Running"  # a child is a copy, not affected
+
+
+@pytest.mark.parametrize("args, needles", [
+    ({"name": "bs-bad"}, ["Base 'bs-bad' does not exist: give image (such as debian/12) or from"]),
+    ({"name": "bs-bad", "image": IMAGE, "from": "dev"}, ["mutually exclusive", "image", "from"]),
+    ({"name": "bs_bad", "image": IMAGE}, ["name='bs_bad' is not a valid base name", "55 characters", "px-base-<name>"]),
+    ({"name": "x" * 56, "image": IMAGE}, ["is not a valid base name", "55 characters"]),
+    ({"name": "bs-bad", "from": "bs-never"}, ["from='bs-never': the base is not built", "base_build -e name=bs-never"]),
+    ({"name": "bs-bad", "from": "bs_never"}, ["from='bs_never' is not a valid base name"]),
+    ({"name": "bs-bad", "image": "no/such-image", "image_server": ""}, ["no/such-image", "image_server"]),
+    ({"name": "bs-bad", "image": IMAGE, "memory": 10}, ["memory=10 is out of range", "at least 64"]),
+    ({"name": "bs-bad", "image": IMAGE, "cpu": 0}, ["cpu=0 is out of range"]),
+    ({"name": "bs-bad", "image": IMAGE, "wait_timeout": 0}, ["wait_timeout=0", "at least 1"]),
+    ({"name": "bs-bad", "state": "built"}, ["state", "one of"]),
+])
+def test_pixels_base_bad_input(ansible, incus, cleanup, args, needles):
+    """Each bad option: a message naming it and the fix, no traceback, no half-made container."""
+    before = instance_names(incus)
+    result = ansible.module("pixels_base", **args)
+    assert result.get("failed"), result
+    for needle in needles:
+        assert needle in result["msg"], result["msg"]
+    assert "Traceback" not in result["msg"] and "Traceback" not in str(result.get("exception", "")), result
+    assert instance_names(incus) == before
 
 
 def test_builtin_dev_base_has_the_tools(ansible, incus, cleanup, dev_base):
