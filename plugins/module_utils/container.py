@@ -232,7 +232,8 @@ def ensure_many(params, check_mode, connect, settings):
     if duplicates:
         raise PixelsError(f"sandboxes: {', '.join(duplicates)} appear more than once; give each sandbox once.")
     if params["parallel"] < 1:
-        raise PixelsError("parallel must be at least 1.")
+        raise PixelsError(f"parallel={params['parallel']} is out of range: give how many sandboxes to work on "
+                          f"at the same time, at least 1.")
     shared = {key: params[key] for key in ("wait", "wait_timeout", "stop_timeout")}
     shared.update({key: params.get(key) for key in CONNECTION_KEYS + ("config_file",)})
 
