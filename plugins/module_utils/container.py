@@ -54,6 +54,17 @@ def check_limits(module, cpu, memory):
         raise PixelsError(f"memory={memory} is out of range: the Incus host has {host_memory} MiB.")
 
 
+def removed_after(backend, instance, exc, what):
+    """The error for a new ``what`` that failed after it was made, once it is removed again (the
+    original message stays first, also when the removal fails)."""
+    try:
+        backend.delete(instance)
+    except PixelsError as gone:
+        return PixelsError(f"{exc.message} Removing the new {what} failed too ({gone.message}): remove it "
+                           f"with 'incus delete --force {instance}'.")
+    return PixelsError(f"{exc.message} The new {what} was removed again.")
+
+
 def summary(sandbox):
     if sandbox is None:
         return {"state": "absent"}
@@ -91,8 +102,7 @@ def create(module, instance, state, source):
         try:
             module.backend.wait_for_address(instance, params["wait_timeout"])
         except PixelsError as exc:
-            module.backend.delete(instance)
-            raise PixelsError(f"{exc.message} The new sandbox was removed again.")
+            raise removed_after(module.backend, instance, exc, "sandbox") from None
 
 
 def reconcile(module, instance, sandbox, state):

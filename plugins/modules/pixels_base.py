@@ -144,7 +144,7 @@ base:
 
 from ansible_collections.homelab.pixels.plugins.module_utils.backend import META_BASE
 from ansible_collections.homelab.pixels.plugins.module_utils.bases import base_instance, newest_checkpoint
-from ansible_collections.homelab.pixels.plugins.module_utils.container import check_limits
+from ansible_collections.homelab.pixels.plugins.module_utils.container import check_limits, removed_after
 from ansible_collections.homelab.pixels.plugins.module_utils.errors import PixelsError
 from ansible_collections.homelab.pixels.plugins.module_utils.pixels_module import WAIT_ARGS, PixelsModule
 
@@ -202,12 +202,7 @@ def main_logic(module):
             try:
                 backend.wait_for_address(instance, params["wait_timeout"])
             except PixelsError as exc:
-                try:
-                    backend.delete(instance)
-                except PixelsError as gone:
-                    raise PixelsError(f"{exc.message} Removing the new base container failed too ({gone.message}): "
-                                      f"remove it with 'incus delete --force {instance}'.")
-                raise PixelsError(f"{exc.message} The new base container was removed again.")
+                raise removed_after(backend, instance, exc, "base container") from None
     after = describe(backend, name, instance) if not module.check_mode else {"name": name, "instance": instance}
     module.exit_json(changed=True, base=after, diff={"before": {"exists": False}, "after": {"exists": True}})
 
