@@ -1,12 +1,13 @@
 """Bases on the real Incus: `from` chains built in order, cycles refused before anything exists,
-the built-in dev base (built once per session), rebuilds that do not reach children, apt locks."""
+the pixels_base module on its own, the built-in bases (dev built once per session; python and node
+on top of it), a failed build rebuilt from scratch, rebuilds that do not reach children, apt locks."""
 
 import time
 
 import pytest
 
 from conftest import IMAGE, in_sandbox, incus_cli, instance_names
-from site_helpers import OFF, ROLE, failure, instance, ok, query, role_tasks, site, snapshots, verb, write_vars
+from site_helpers import OFF, ROLE, failure, instance, ok, query, role_tasks, site, snapshots, summary, verb, write_vars
 
 
 def config(name, key):
@@ -197,6 +198,41 @@ def test_builtin_dev_base_has_the_tools(ansible, incus, cleanup, dev_base):
     assert config("px-bs-devbox", "user.pixels.base") == "dev"
 
 
+def test_builtin_python_and_node_bases(ansible, incus, cleanup, dev_base, tmp_path):
+    """The built-in bases python and node, on top of the session's dev. NodeSource's key is checked
+    before it is trusted: another key (Debian's, served from a file inside the base, since NodeSource
+    is out of reach here) stops node's build with a clear message. A base counts as built once it has
+    a checkpoint: the failed node has none, so the next run (Node from Debian) removes it and builds
+    it again from scratch, and its sandbox never clones the failed one. Sandboxes from both have
+    their tools."""
+    data = {"pixels_base_image": IMAGE,
+            "pixels_sandboxes": [dict(name="bs-pybox", base="python", **OFF), dict(name="bs-nodebox", base="node", **OFF)]}
+    unpinned = {"pixels_node_source": "nodesource",
+                "pixels_nodesource_key_url": "file:///etc/apt/trusted.gpg.d/debian-archive-bookworm-automatic.asc"}
+    message = failure(site(ansible, tmp_path, data, extra=unpinned))
+    assert "not the pinned 6F71F525282841EEDAF851B42F59B5F99B1BE0B4" in message, message
+    failed = instance("px-base-node")
+    assert failed["status"] == "Running" and snapshots("px-base-node") == [] and instance("px-bs-nodebox") is None
+    in_sandbox("px-base-node", "echo failed > /etc/bs-failed")  # what a clone of the failed base would carry
+
+    run = ok(site(ansible, tmp_path, data, extra={"pixels_node_source": "debian"}))
+    assert "bases built in this run: node" in summary(run), summary(run)  # python was built, and is kept
+    assert run.result(ROLE + "Remove the half-made or replaced container of base node", host="px-base-node")["changed"]
+    assert instance("px-base-node")["created_at"] != failed["created_at"]
+    for base in ("python", "node"):
+        assert config(f"px-base-{base}", "user.pixels.base.parent") == "dev"
+        assert len(snapshots(f"px-base-{base}")) == 1 and instance(f"px-base-{base}")["status"] == "Stopped"
+    python = in_sandbox("px-bs-pybox", "python3 --version && pip3 --version && pipx --version && "
+                                       "python3 -m venv /tmp/venv && /tmp/venv/bin/python -c 'import sys; print(sys.prefix)' && "
+                                       "git --version && (command -v node || echo no-node)").splitlines()
+    assert python[0].startswith("Python 3.") and python[1].startswith("pip ") and python[2][0].isdigit(), python
+    assert python[3] == "/tmp/venv" and python[4].startswith("git version") and python[5] == "no-node", python
+    node = in_sandbox("px-bs-nodebox", "node --version && npm --version && node -e 'console.log(6 * 7)' && "
+                                       "git --version && (cat /etc/bs-failed 2>/dev/null || echo fresh)").splitlines()
+    assert node[0].startswith("v") and node[1][0].isdigit() and node[2] == "42", node
+    assert node[3].startswith("git version") and node[4] == "fresh", node
+
+
 # Holds dpkg's frontend lock; with release, lets go 2 s after an apt-get install is seen sleeping
 # between its lock attempts (it has failed to get the lock once and said so). Not a fixed time
 # after the process appears: on a loaded machine apt-get can take longer than that to reach it.
@@ -258,15 +294,3 @@ def test_apt_gives_up_with_a_clear_message(ansible, incus, cleanup, tmp_path):
     assert "python3" in message and "pixels_apt_lock_timeout" in message
     # not checkpointed, so not built: the next run starts it again from scratch
     assert snapshots("px-base-bs-lock2") == []
-
-
-def test_node_base_refuses_a_signing_key_that_is_not_pinned(ansible, incus, cleanup, dev_base, tmp_path):
-    """NodeSource's key is checked before it is trusted; another key (Debian's, served from a file
-    inside the base, since NodeSource is out of reach here) stops the build with a clear message."""
-    data = {"pixels_base_image": IMAGE, "pixels_sandboxes": [dict(name="bs-nodebox", base="node", **OFF)]}
-    extra = {"pixels_node_source": "nodesource",
-             "pixels_nodesource_key_url": "file:///etc/apt/trusted.gpg.d/debian-archive-bookworm-automatic.asc"}
-    message = failure(site(ansible, tmp_path, data, extra=extra))
-    assert "not the pinned 6F71F525282841EEDAF851B42F59B5F99B1BE0B4" in message
-    assert snapshots("px-base-node") == [] and instance("px-bs-nodebox") is None
-    incus_cli("delete", "--force", "px-base-node", check=False)
