@@ -20,7 +20,7 @@ def lifetimes(names):
 
 def overlapping(times):
     """Pairs (i, j) where j was created after i was created but before i started."""
-    return [(i, j) for i, (made_i, started_i) in enumerate(times) for j, (made_j, _) in enumerate(times)
+    return [(i, j) for i, (made_i, started_i) in enumerate(times) for j, (made_j, _started_j) in enumerate(times)
             if i != j and made_i <= made_j < started_i]
 
 
@@ -31,7 +31,7 @@ def test_parallel_sets_how_many_are_made_at_once(ansible, incus, golden, cleanup
     result = ansible.module("pixels_sandboxes", parallel=1, sandboxes=one)
     assert not result.get("failed") and result["changed"], result
     times = lifetimes([f"px-sb-one{i}" for i in range(3)])
-    for (_, started), (made_next, _) in zip(times, times[1:]):
+    for (_made, started), (made_next, _started_next) in zip(times, times[1:]):
         assert made_next > started, times
     assert overlapping(times) == [], times
     # Few running at a time: every container's systemd takes inotify instances from one shared
