@@ -37,9 +37,18 @@ TYPE_NAMES = {str: "a string", int: "an integer", bool: "a boolean (true/false)"
               list: "a list"}
 
 
-def base_instance(name):
-    """``dev`` -> ``px-base-dev``."""
-    return instance_name(BASE_PREFIX + name, "base")
+def base_instance(name, option="name"):
+    """``dev`` -> ``px-base-dev``; ``option`` is what the message calls a bad name."""
+    if not isinstance(name, str) or not name:
+        raise PixelsError(f"{option} must be a non-empty string such as 'dev'.")
+    try:
+        return instance_name(BASE_PREFIX + name, option)
+    except PixelsError:
+        raise PixelsError(
+            f"{option}={name!r} is not a valid base name: use letters, digits and hyphens, start and end "
+            f"with a letter or digit, and keep it to {63 - len(PREFIX) - len(BASE_PREFIX)} characters "
+            f"(the instance is named '{PREFIX}{BASE_PREFIX}<name>')."
+        ) from None
 
 
 def base_of(sandbox):
@@ -50,19 +59,20 @@ def base_of(sandbox):
     return None
 
 
-def newest_checkpoint(backend, name):
-    """(instance, label) of the newest checkpoint (by creation time) of base ``name``."""
-    instance = base_instance(name)
+def newest_checkpoint(backend, name, option="base"):
+    """(instance, label) of the newest checkpoint (by creation time) of base ``name``, given as
+    ``option`` (what the messages call it)."""
+    instance = base_instance(name, option)
     sandbox = backend.get_sandbox(instance)
     if sandbox is None:
         raise PixelsError(
-            f"base={name!r}: the base is not built (no instance {instance}): build it with "
+            f"{option}={name!r}: the base is not built (no instance {instance}): build it with "
             f"'ansible-playbook homelab.pixels.base_build -e name={name}' or site.yml."
         )
     checkpoints = sorted(backend.list_checkpoints(instance), key=lambda c: c.created_at or "")
     if not checkpoints:
         raise PixelsError(
-            f"base={name!r}: {instance} has no checkpoint (its build did not finish): rebuild it "
+            f"{option}={name!r}: {instance} has no checkpoint (its build did not finish): rebuild it "
             f"with 'ansible-playbook homelab.pixels.base_build -e name={name} -e rebuild=true'."
         )
     return instance, checkpoints[-1].label
@@ -124,7 +134,10 @@ def _check_name(name, where, errors, kind):
         errors.append(f"{where}.name is required: give the {kind} a name such as 'dev'.")
         return False
     try:
-        instance_name((BASE_PREFIX if kind == "base" else "") + name, f"{where}.name")
+        if kind == "base":
+            base_instance(name, f"{where}.name")
+        else:
+            instance_name(name, f"{where}.name")
     except PixelsError as exc:
         errors.append(exc.message)
         return False

@@ -54,6 +54,17 @@ def check_limits(module, cpu, memory):
         raise PixelsError(f"memory={memory} is out of range: the Incus host has {host_memory} MiB.")
 
 
+def removed_after(backend, instance, exc, what):
+    """The error for a new ``what`` that failed after it was made, once it is removed again (the
+    original message stays first, also when the removal fails)."""
+    try:
+        backend.delete(instance)
+    except PixelsError as gone:
+        return PixelsError(f"{exc.message} Removing the new {what} failed too ({gone.message}): remove it "
+                           f"with 'incus delete --force {instance}'.")
+    return PixelsError(f"{exc.message} The new {what} was removed again.")
+
+
 def summary(sandbox):
     if sandbox is None:
         return {"state": "absent"}
@@ -91,8 +102,7 @@ def create(module, instance, state, source):
         try:
             module.backend.wait_for_address(instance, params["wait_timeout"])
         except PixelsError as exc:
-            module.backend.delete(instance)
-            raise PixelsError(f"{exc.message} The new sandbox was removed again.")
+            raise removed_after(module.backend, instance, exc, "sandbox") from None
 
 
 def reconcile(module, instance, sandbox, state):
@@ -232,7 +242,8 @@ def ensure_many(params, check_mode, connect, settings):
     if duplicates:
         raise PixelsError(f"sandboxes: {', '.join(duplicates)} appear more than once; give each sandbox once.")
     if params["parallel"] < 1:
-        raise PixelsError("parallel must be at least 1.")
+        raise PixelsError(f"parallel={params['parallel']} is out of range: give how many sandboxes to work on "
+                          f"at the same time, at least 1.")
     shared = {key: params[key] for key in ("wait", "wait_timeout", "stop_timeout")}
     shared.update({key: params.get(key) for key in CONNECTION_KEYS + ("config_file",)})
 

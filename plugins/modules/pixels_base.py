@@ -144,6 +144,7 @@ base:
 
 from ansible_collections.homelab.pixels.plugins.module_utils.backend import META_BASE
 from ansible_collections.homelab.pixels.plugins.module_utils.bases import base_instance, newest_checkpoint
+from ansible_collections.homelab.pixels.plugins.module_utils.container import check_limits, removed_after
 from ansible_collections.homelab.pixels.plugins.module_utils.errors import PixelsError
 from ansible_collections.homelab.pixels.plugins.module_utils.pixels_module import WAIT_ARGS, PixelsModule
 
@@ -177,11 +178,17 @@ def main_logic(module):
     if exists:
         module.exit_json(changed=False, base=before, diff={"before": {"exists": True}, "after": {"exists": True}})
     if bool(params["image"]) == bool(params["from"]):
-        raise PixelsError(f"Base {name!r} does not exist: give image (such as debian/12) or from (a parent base) to create it, not both.")
+        raise PixelsError(f"Base {name!r} does not exist: give image (such as debian/12) or from (a parent base) to create it.")
+    if params["wait_timeout"] < 1:
+        raise PixelsError(f"wait_timeout={params['wait_timeout']} is out of range: give at least 1 (seconds).")
     metadata = {META_BASE: name}
     if params["from"]:
-        source, label = newest_checkpoint(backend, params["from"])
+        source, label = newest_checkpoint(backend, params["from"], "from")
         metadata[META_PARENT] = params["from"]
+        check_limits(module, params["cpu"], params["memory"])
+    else:
+        limits = module.settings("cpu", "memory")
+        check_limits(module, limits["cpu"], limits["memory"])
     if not module.check_mode:
         if params["from"]:
             backend.clone_sandbox(instance, source, label, cpu=params["cpu"], memory=params["memory"],
@@ -195,8 +202,7 @@ def main_logic(module):
             try:
                 backend.wait_for_address(instance, params["wait_timeout"])
             except PixelsError as exc:
-                backend.delete(instance)
-                raise PixelsError(f"{exc.message} The new base container was removed again.")
+                raise removed_after(backend, instance, exc, "base container") from None
     after = describe(backend, name, instance) if not module.check_mode else {"name": name, "instance": instance}
     module.exit_json(changed=True, base=after, diff={"before": {"exists": False}, "after": {"exists": True}})
 

@@ -229,3 +229,18 @@ def test_base_of():
     assert base_of(Sandbox(instance="px-base-dev", status="stopped", metadata={"user.pixels.base": "dev"})) == "dev"
     # a sandbox cloned from dev carries the key, but is not the base
     assert base_of(Sandbox(instance="px-box", status="running", metadata={"user.pixels.base": "dev"})) is None
+
+
+@pytest.mark.parametrize("name", ["my_base", "x" * 56, "dev-"])
+def test_bad_base_names_name_the_option_and_the_limit(name):
+    with pytest.raises(PixelsError) as caught:
+        base_instance(name)
+    assert caught.value.message.startswith(f"name={name!r} is not a valid base name")
+    assert "55 characters" in caught.value.message and "px-base-<name>" in caught.value.message
+    assert base_instance("x" * 55) == "px-base-" + "x" * 55
+    assert f"pixels_bases[0] ({name}).name={name!r} is not a valid base name" in refused([{"name": name, "image": "i"}], [])
+
+
+def test_newest_checkpoint_names_the_option_it_came_from():
+    with pytest.raises(PixelsError, match="^from='nope': the base is not built"):
+        newest_checkpoint(FakeBackend({}, {}), "nope", "from")

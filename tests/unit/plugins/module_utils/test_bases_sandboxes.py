@@ -22,7 +22,7 @@ def test_duplicates_refused_before_anything():
 
 
 def test_parallel_at_least_one():
-    with pytest.raises(PixelsError, match="parallel must be at least 1"):
+    with pytest.raises(PixelsError, match="parallel=0 is out of range: give how many sandboxes to work on at the same time, at least 1"):
         container.ensure_many(params("a", parallel=0), False, no_backend, None)
 
 

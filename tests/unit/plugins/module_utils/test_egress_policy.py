@@ -371,3 +371,20 @@ def test_installer_failure_quotes_its_output_without_escape_sequences():
     assert "stays locked down" in message and "nft: rules rejected" in message
     assert "\x1b" not in message and "\x07" not in message
     assert len(message) < 5000
+
+
+def test_network_is_held_back_for_networkd_as_for_ifupdown():
+    """ubuntu/24.04 configures its network with systemd-networkd (debian/12, where the integration
+    tests run, with ifupdown): both get the drop-in that keeps the network down until the rules
+    loaded, both are restarted when the links come back, and unrestricted removes both drop-ins."""
+    files = egress.render_files(POLICY)
+    for unit in ("systemd-networkd.service", "networking.service", "ifup@.service"):
+        dropin = files[f"/etc/systemd/system/{unit}.d/pixels-egress.conf"]
+        assert dropin[1] == 0o644
+        assert "[Unit]\nRequires=pixels-egress.service\nAfter=pixels-egress.service\n" in dropin[0]
+    script = egress.installer(POLICY, files)
+    assert "for unit in networking.service systemd-networkd.service; do" in script
+    assert 'systemctl is-enabled --quiet "$unit"' in script and 'systemctl restart "$unit"' in script
+    opened = egress.installer(egress.desired_policy(None, "unrestricted"), {})
+    for unit in ("systemd-networkd.service", "networking.service", "ifup@.service"):
+        assert f"rm -f /etc/systemd/system/{unit}.d/pixels-egress.conf\n" in opened
