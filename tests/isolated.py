@@ -109,7 +109,11 @@ def drop(project, network, pool=None):
     if incus("project", "show", project, check=False).returncode == 0:
         for instance in json.loads(incus("list", "--project", project, "--format", "json").stdout):
             incus("delete", "--force", "--project", project, instance["name"], check=False)
-        for image in json.loads(incus("image", "list", "--project", project, "--format", "json").stdout):
+        # Only a project with images of its own: the others list (and would delete) the default
+        # project's, the user's.
+        own_images = incus("project", "get", project, "features.images").stdout.strip() == "true"
+        for image in json.loads(incus("image", "list", "--project", project, "--format", "json").stdout
+                                if own_images else "[]"):
             proc = incus("image", "delete", "--project", project, image["fingerprint"], check=False)
             if proc.returncode:
                 problems.append(f"image {image['fingerprint']}: {proc.stderr.strip()}")
