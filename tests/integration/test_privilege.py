@@ -47,7 +47,8 @@ def site_data(key, devtools):
 NPM = {"installer": "npm", "tools": {"node": "lts"}}
 # mise.run is unreachable here: a local file stands in for the installer script, so that the
 # step downloads it and runs sh on it, as it would on a homelab.
-MISE = {"installer": "mise", "tools": {"node": "lts"}, "mise_url": "file:///etc/os-release"}
+MISE = {"installer": "mise", "tools": {"node": "lts"}}
+MISE_URL = "file:///etc/os-release"
 
 
 def system_view():
@@ -132,7 +133,8 @@ def attack(ansible, incus, tmp_path_factory):
 
 def rerun(attack, devtools, key=None):
     data = site_data(key or attack["key"], devtools)
-    return site(attack["ansible"], attack["workdir"], data, extra=attack["extra"])
+    extra = dict(attack["extra"], pixels_devtools_mise_url=MISE_URL)
+    return site(attack["ansible"], attack["workdir"], data, extra=extra)
 
 
 def test_links_to_system_directories(attack):
@@ -142,7 +144,7 @@ def test_links_to_system_directories(attack):
     as_pixel("rm -rf ~/.ssh ~/.config && ln -s /etc/pam.d ~/.ssh && ln -s /etc ~/.config")
     run = rerun(attack, MISE)
     assert_nothing_gained(before)
-    assert "/home/pixel/.ssh" in failure(run)
+    assert "/home/pixel/.ssh leads to a directory owned by root" in failure(run)
 
 
 def test_link_to_etc_as_config(attack):
@@ -151,7 +153,17 @@ def test_link_to_etc_as_config(attack):
     as_pixel("rm -rf ~/.config && ln -s /etc ~/.config")
     run = rerun(attack, MISE)
     assert_nothing_gained(before)
-    assert "/home/pixel/.config" in failure(run)
+    assert "/home/pixel/.config leads to a directory owned by root" in failure(run)
+
+
+def test_link_to_a_system_directory_as_the_config_file(attack):
+    """~/.config/mise/config.toml -> /etc/sudoers.d: copying "into" it would put a file of pixel's
+    into /etc/sudoers.d; the run stops at the link, naming it."""
+    before = attack["restore"]()
+    as_pixel("mkdir -p ~/.config/mise && rm -f ~/.config/mise/config.toml && ln -s /etc/sudoers.d ~/.config/mise/config.toml")
+    run = rerun(attack, MISE)
+    assert_nothing_gained(before)
+    assert "/home/pixel/.config/mise/config.toml leads to a directory owned by root" in failure(run)
 
 
 def test_fifos_links_and_hard_links_where_the_roles_write(attack, tmp_path):
@@ -163,7 +175,7 @@ def test_fifos_links_and_hard_links_where_the_roles_write(attack, tmp_path):
     as_pixel("mkdir -p ~/.config/mise && rm -f ~/.ssh/authorized_keys ~/.config/mise/config.toml"
              " && mkfifo ~/.ssh/authorized_keys"
              " && { ln /etc/issue ~/.config/mise/config.toml 2>/dev/null"
-             "      || ln -s /etc/sudoers.d ~/.config/mise/config.toml; }"
+             "      || ln -s /etc/issue ~/.config/mise/config.toml; }"
              " && rm -f /tmp/pixels-mise-install.sh"
              " && mkfifo /tmp/pixels-mise-install.sh")
     # The old step wrote the download into the FIFO, then ran sh on it: pixel drains the first and
@@ -179,7 +191,7 @@ def test_fifos_links_and_hard_links_where_the_roles_write(attack, tmp_path):
     assert_nothing_gained(before)
     ok(run)
     # the step ran: it downloaded the stand-in and ran sh on it (then found no mise: failed)
-    assert "downloading file:///etc/os-release" in in_sandbox(INSTANCE, "cat /var/lib/pixels/devtools/mise.log")
+    assert "downloading " + MISE_URL in in_sandbox(INSTANCE, "cat /var/lib/pixels/devtools/mise.log")
     assert in_sandbox(INSTANCE, "stat -c %U:%F /home/pixel/.ssh/authorized_keys").strip() == "pixel:regular file"
     assert new_key in in_sandbox(INSTANCE, "cat /home/pixel/.ssh/authorized_keys")
 
