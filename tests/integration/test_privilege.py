@@ -8,6 +8,11 @@ home, and the fixed path in /tmp the mise step used), then site.yml runs again w
 Afterwards, whether the run succeeded or failed (then with a message naming the path): nothing
 outside pixel's home and the temp directories is pixel's, no file of the system changed owner or
 mode, no setuid file appeared, and pixel runs nothing as uid 0.
+
+The host's fs.protected_* sysctls (incus_host sets them; containers share the kernel's) refuse
+hard links to root's files and root's opening of pixel's FIFO in /tmp: the attacks that need
+them fall back to links, and the check of the /tmp path looks at what the kernel does not guard
+(the planted FIFO stays as it was). The roles must hold without those guards too.
 """
 
 import subprocess
@@ -182,6 +187,7 @@ def test_fifos_links_and_hard_links_where_the_roles_write(attack, tmp_path):
     # feeds the payload to the second.
     as_pixel(f"setsid sh -c 'while :; do cat /tmp/pixels-mise-install.sh >/dev/null;"
              f" echo \"{PAYLOAD}\" > /tmp/pixels-mise-install.sh; done' >/dev/null 2>&1 < /dev/null &")
+    assert as_pixel("pgrep -u 1000 -f 'cat /tmp/pixels-mise-install.sh'", check=False).returncode == 0
     other = subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "k")], check=True)
     assert other.returncode == 0
     new_key = (tmp_path / "k.pub").read_text().strip()
@@ -192,6 +198,10 @@ def test_fifos_links_and_hard_links_where_the_roles_write(attack, tmp_path):
     ok(run)
     # the step ran: it downloaded the stand-in and ran sh on it (then found no mise: failed)
     assert "downloading " + MISE_URL in in_sandbox(INSTANCE, "cat /var/lib/pixels/devtools/mise.log")
+    # Root used no fixed path in /tmp: pixel's FIFO there is as it was (the old step wrote the
+    # download into it and ran sh on it, then removed it; with the host's fs.protected_fifos=2 the
+    # kernel refuses root's open, but not the removal).
+    assert in_sandbox(INSTANCE, "stat -c %U:%F /tmp/pixels-mise-install.sh", check=False).strip() == "pixel:fifo"
     assert in_sandbox(INSTANCE, "stat -c %U:%F /home/pixel/.ssh/authorized_keys").strip() == "pixel:regular file"
     assert new_key in in_sandbox(INSTANCE, "cat /home/pixel/.ssh/authorized_keys")
 
