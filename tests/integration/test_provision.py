@@ -186,10 +186,12 @@ def test_second_run_changes_and_installs_nothing(ansible, sandbox):
 
 def test_drift_is_repaired(ansible, sandbox):
     in_sandbox(INSTANCE, "echo 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIIntruder intruder' >> /root/.ssh/authorized_keys;"
+                         " echo 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIIntruder intruder' >> /home/pixel/.ssh/authorized_keys;"
                          " echo 'EDITOR=\"nano\"' > /etc/environment")
     run = provision(ansible, sandbox["workdir"], INSTANCE, sandbox["vars"])
-    assert run.rc == 0 and run.changed >= 2, run.stdout[-3000:]
-    assert "intruder" not in in_sandbox(INSTANCE, "cat /root/.ssh/authorized_keys")
+    assert run.rc == 0 and run.changed >= 3, run.stdout[-3000:]
+    assert "intruder" not in in_sandbox(INSTANCE, "cat /root/.ssh/authorized_keys /home/pixel/.ssh/authorized_keys")
+    assert in_sandbox(INSTANCE, "stat -c %U:%a /home/pixel/.ssh/authorized_keys").strip() == "pixel:600"
     assert 'EDITOR="vim"' in in_sandbox(INSTANCE, "cat /etc/environment")
 
 
