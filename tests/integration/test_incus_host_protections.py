@@ -24,7 +24,7 @@ def proc(key):
     return Path("/proc/sys", *key.split("."))
 
 
-def values(keys=WANTED):
+def values(keys=tuple(WANTED)):
     return {key: int(proc(key).read_text()) for key in keys}
 
 
