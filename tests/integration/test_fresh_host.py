@@ -269,14 +269,15 @@ def password_sudo(host):
     assert "changed=0" in proc.stdout, proc.stdout[-4000:]
 
 
-def full_suite(host, ca_bundle, checkout):
-    """The README's second command after the first, in the same nested host."""
+def full_suite(host, ca_bundle, checkout, user=None):
+    """The README's second command after the first, in the same nested host, as root (`sudo ./run
+    test` for the user with sudo, in the user's clone)."""
     if ca_bundle:
         host.run(f"apt-get install -y ca-certificates && cp {CA_PATH} /usr/local/share/ca-certificates/ "
                  "&& update-ca-certificates")
     # a checkout is a git clone (test_galaxy lists the files as git sees them)
     host.run(f"cd {checkout} && git init -q && git add -A && git -c user.name=fresh -c user.email=fresh@test "
-             "commit -qm checkout")
+             "commit -qm checkout", user=user)
     log = f"/tmp/pixels-fresh-{host.suite}-test.log"
     proc = host.run(f"cd {checkout} && {README_TEST} > /root/test.log 2>&1", env={"PIXELS_IN_FRESH_HOST": "1"},
                     timeout=3 * 3600, check=False)
@@ -320,7 +321,7 @@ def setup_host(suite, gateway, archive, ca_bundle):
             assert "newcomer" in host.run("getent group incus-admin").stdout
             password_sudo(host)
         if FULL:
-            full_suite(host, ca_bundle, checkout)
+            full_suite(host, ca_bundle, checkout, user)
         return time.monotonic() - started, host.log
     except BaseException as exc:
         raise AssertionError(f"{suite}: {exc}\n\n--- log of {host.name} ---\n" + "\n".join(host.log)[-20000:]) \

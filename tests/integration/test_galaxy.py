@@ -40,7 +40,9 @@ def build(source, output):
 
 def checkout_files():
     """The work tree's files as git sees them (tracked, or new and not ignored)."""
-    listed = run(["git", "-C", ROOT, "ls-files", "-z", "--cached", "--others", "--exclude-standard"]).stdout
+    # (safe.directory: `sudo ./run test` in a user's clone is root in a repository root does not own)
+    listed = run(["git", "-c", f"safe.directory={ROOT}", "-C", ROOT, "ls-files", "-z", "--cached", "--others",
+                  "--exclude-standard"]).stdout
     return sorted(p for p in set(listed.split("\0")) if p and os.path.isfile(os.path.join(ROOT, p)))
 
 

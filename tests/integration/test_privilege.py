@@ -10,9 +10,11 @@ outside pixel's home and the temp directories is pixel's, no file of the system 
 mode, no setuid file appeared, and pixel runs nothing as uid 0.
 
 The host's fs.protected_* sysctls (incus_host sets them; containers share the kernel's) refuse
-hard links to root's files and root's opening of pixel's FIFO in /tmp: the attacks that need
-them fall back to links, and the check of the /tmp path looks at what the kernel does not guard
-(the planted FIFO stays as it was). The roles must hold without those guards too.
+hard links to root's files and root's opening of pixel's FIFO in /tmp. The roles must hold
+without those guards: the FIFO and hard-link attack turns them off for its run (they are global,
+so under the tests' host-wide lock) and puts them back; where /proc/sys cannot be written (a host
+that is itself a container) it runs with them on and the /tmp check looks at what the kernel does
+not guard (the planted FIFO stays as it was).
 """
 
 import subprocess
@@ -20,6 +22,7 @@ import time
 
 import pytest
 
+import isolated
 from conftest import IMAGE, in_sandbox, incus_cli
 from site_helpers import failure, ok, site
 from test_provision import HOST_BUNDLE
@@ -171,7 +174,35 @@ def test_link_to_a_system_directory_as_the_config_file(attack):
     assert "/home/pixel/.config/mise/config.toml leads to a directory owned by root" in failure(run)
 
 
-def test_fifos_links_and_hard_links_where_the_roles_write(attack, tmp_path):
+GUARDS = ("fs.protected_symlinks", "fs.protected_hardlinks", "fs.protected_regular", "fs.protected_fifos")
+
+
+@pytest.fixture
+def host_guards_off():
+    """The kernel's link and FIFO guards off while the test runs, then as they were; True when
+    they could be turned off."""
+    paths = {key: "/proc/sys/" + key.replace(".", "/") for key in GUARDS}
+    with isolated.host_wide("the kernel's link and FIFO guards"):
+        before = {key: open(path).read().strip() for key, path in paths.items()}
+        try:
+            try:
+                for path in paths.values():
+                    with open(path, "w") as handle:
+                        handle.write("0\n")
+                off = True
+            except OSError:  # read-only /proc/sys: a host that is itself a container
+                off = False
+            yield off
+        finally:
+            for key, path in paths.items():
+                try:
+                    with open(path, "w") as handle:
+                        handle.write(before[key] + "\n")
+                except OSError:
+                    pass  # it could not be changed either
+
+
+def test_fifos_links_and_hard_links_where_the_roles_write(attack, tmp_path, host_guards_off):
     """Files the roles write replaced by links to root's files, FIFOs and hard links (where the
     kernel allows them), and a FIFO with a payload at the mise step's old /tmp path; then a run
     with a new key (the full provisioning path) and the mise route, then the npm route: both
@@ -202,6 +233,8 @@ def test_fifos_links_and_hard_links_where_the_roles_write(attack, tmp_path):
     # download into it and ran sh on it, then removed it; with the host's fs.protected_fifos=2 the
     # kernel refuses root's open, but not the removal).
     assert in_sandbox(INSTANCE, "stat -c %U:%F /tmp/pixels-mise-install.sh", check=False).strip() == "pixel:fifo"
+    if host_guards_off:  # the hard link was made (and replaced, not written through)
+        assert in_sandbox(INSTANCE, "stat -c %h /etc/issue").strip() == "1"
     assert in_sandbox(INSTANCE, "stat -c %U:%F /home/pixel/.ssh/authorized_keys").strip() == "pixel:regular file"
     assert new_key in in_sandbox(INSTANCE, "cat /home/pixel/.ssh/authorized_keys")
 
