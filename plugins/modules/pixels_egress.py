@@ -107,6 +107,16 @@ options:
         at least 5 seconds.
     type: float
     default: 3.0
+  lock_timeout:
+    description:
+      - Seconds the task waits for the policy's locks, inside the sandbox (held by its timer's
+        refresh or C(safe-apt) while they run) and on the Incus host (held by parallel tasks).
+        When a lock stays busy the task fails naming the process that holds it, and nothing in
+        that layer was changed.
+      - The locks live in root-only directories (C(/run/pixels-egress), mode 0700), so neither
+        C(pixel) nor a local user of the host can open, and so hold, them.
+    type: float
+    default: 60.0
 extends_documentation_fragment:
   - homelab.pixels.connection
   - homelab.pixels.connection.module
@@ -244,6 +254,7 @@ def main():
             host_table=dict(type="str", default="pixels_egress"),
             refresh_interval=dict(type="int", default=300),
             resolve_timeout=dict(type="float", default=3.0),
+            lock_timeout=dict(type="float", default=60.0),
         ),
         supports_check_mode=True,
     )
