@@ -358,7 +358,7 @@ def lock_holders(fd):
                 command = handle.read().replace(b"\0", b" ").decode("utf-8", "replace").strip()
         except OSError:
             command = ""
-        described.append(f"PID {pid}" + (f" ({command[:80]})" if command else ""))
+        described.append(f"PID {pid}" + (f" ({command[:160]})" if command else ""))
     return ", ".join(described) or "unknown (the holder ended meanwhile?)"
 
 

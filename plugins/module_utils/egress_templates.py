@@ -31,7 +31,7 @@ lock_holders() {  # PIDs holding the lock (from /proc/locks, by inode), with the
     ino=$(stat -c %i "$state_dir/lock")
     out=""
     for pid in $(awk -v ino="$ino" '$2 != "->" { n = split($6, f, ":"); if (f[n] == ino) print $5 }' /proc/locks | sort -u); do
-        out="$out${out:+, }PID $pid ($(tr '\\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null | cut -c1-80))"
+        out="$out${out:+, }PID $pid ($(tr '\\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null | sed 's/ *$//' | cut -c1-160))"
     done
     echo "${out:-an unknown process}"
 }

@@ -309,7 +309,7 @@ def test_the_lock_helpers_wait_with_a_limit_and_name_the_holder(tmp_path):
         os.killpg(holder.pid, 9)  # flock and its sleep, which holds the lock too
         holder.wait()
     assert proc.returncode == 5 and proc.stdout == "", proc
-    assert f"stayed held for 1 s by PID {holder.pid} (flock -x" in proc.stderr, proc.stderr
+    assert f"stayed held for 1 s by PID {holder.pid} (flock -x {state_dir}" in proc.stderr, proc.stderr
     # a link (or anything but root's directory) in the directory's place is replaced, not followed
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
