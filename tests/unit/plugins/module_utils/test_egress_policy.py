@@ -13,7 +13,7 @@ import tarfile
 
 import pytest
 
-from ansible_collections.homelab.pixels.plugins.module_utils import egress, egress_host, egress_templates
+from ansible_collections.homelab.pixels.plugins.module_utils import egress, egress_apply, egress_host, egress_templates
 from ansible_collections.homelab.pixels.plugins.module_utils.errors import PixelsError
 
 ROOT = os.geteuid() == 0
@@ -273,7 +273,7 @@ def test_installer_takes_the_lock_with_a_limit_before_changing_anything(mode):
     policy = POLICY if mode == "allowlist" else egress.desired_policy(None, mode)
     text = egress.installer(policy, egress.render_files(policy), lock_timeout=7)
     locked = text.index("\ntake_lock 7\n")
-    first_change = min(text.find(marker) % len(text) for marker in ("\nput ", "\nrm -f /etc", "\nmkdir -p /etc"))
+    first_change = min(text.index(marker) for marker in ("\nput ", "\nrm -f /etc", "\nmkdir -p /etc") if marker in text)
     assert locked < first_change
     assert "flock -w \"$1\" 9" in text and "state_dir=/run/pixels-egress" in text
     assert "/run/pixels-egress.lock\n" not in text.replace("rm -f /run/pixels-egress.lock\n", "")
@@ -460,3 +460,32 @@ def test_read_host_table_parses_nft_json(monkeypatch):
     monkeypatch.setattr(egress_host, "_nft", fake_nft)
     state = egress_host.read_host_table("t")
     assert state == {"exists": True, "chains": {"sb_default__px_box"}, "src4": {"10.123.0.5": "sb_default__px_box"}, "src6": {}}
+
+
+# -- the order of a change: narrow the host layer first ---------------------------------------
+
+STATE = {"resolvers": ["10.123.0.1"], "resolved": {"a.example.com": ["192.0.2.1"], "b.example.com": ["192.0.2.2"]}}
+CURRENT = {"mode": "allowlist", "domains": ["a.example.com", "b.example.com"], "cidrs": ["10.9.0.0/16", "10.8.0.0/16"]}
+
+
+def test_narrowed_view_is_what_both_policies_allow():
+    desired = egress.desired_policy(CURRENT, "allowlist", allow=["c.example.com", "10.7.0.0/16"],
+                                    deny=["b.example.com", "10.8.0.0/16"])
+    view = egress_apply.narrowed_view(CURRENT, STATE, desired)
+    assert view["domains"] == ["a.example.com"] and view["addresses"] == ["192.0.2.1"]
+    assert view["cidrs"] == ["10.9.0.0/16"] and view["resolvers"] == ["10.123.0.1"]  # DNS stays: the refresh needs it
+
+
+def test_no_narrowing_when_a_change_only_adds_or_nothing_is_enforced_yet():
+    grown = egress.desired_policy(CURRENT, "allowlist", allow=["c.example.com"])
+    assert egress_apply.narrowed_view(CURRENT, STATE, grown) is None
+    fresh = {"mode": "unrestricted", "domains": [], "cidrs": []}
+    assert egress_apply.narrowed_view(fresh, {}, egress.desired_policy(fresh, "allowlist", allow=["a.example.com"])) is None
+    # a change of mode narrows too (the host layer is reloaded with the entries both modes have)
+    agent = egress.desired_policy(CURRENT, "agent", domains=CURRENT["domains"] + CURRENT["cidrs"])
+    assert egress_apply.narrowed_view(CURRENT, STATE, agent)["mode"] == "agent"
+
+
+def test_lock_timeout_is_checked():
+    with pytest.raises(PixelsError, match="lock_timeout=0.5 must be between 1 and 3600 seconds"):
+        egress_apply.apply(None, "px-box", {"lock_timeout": 0.5}, False)
