@@ -368,6 +368,10 @@ def test_pixel_cannot_hold_the_policy(ansible, box, world):
         held = wait_for(lambda: in_sandbox(box, "cat /tmp/held 2>/dev/null", check=False), what="pixel's locks").split()
         assert "/run" in held and len(held) > 5, held  # pixel does hold what it can read
         assert not [path for path in held if path.startswith("/run/pixels-egress")], held
+        # nor can pixel plant anything where the policy's directory is made
+        planted = pixel(box, "mkdir /run/pixels-egress.x; ln -s /tmp /run/pixels-egress.y; ls -A /run/pixels-egress/")
+        assert planted.returncode != 0 and "Permission denied" in planted.stderr, planted
+        assert in_sandbox(box, "ls -d /run/pixels-egress.x /run/pixels-egress.y 2>/dev/null; true") == ""
 
         started = time.monotonic()
         # (a hung module is killed at 150 s: no result, the test fails)
