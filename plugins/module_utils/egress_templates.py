@@ -38,7 +38,8 @@ lock_holders() {  # PIDs holding the lock (from /proc/locks, by inode), with the
 take_lock() {
     exec 9>"$state_dir/lock"
     if ! flock -w "$1" 9; then
-        echo "pixels-egress: the policy's lock $state_dir/lock stayed held for $1 s by $(lock_holders); nothing was changed: wait for it, or end that process" >&2
+        echo "pixels-egress: the policy's lock $state_dir/lock stayed held for $1 s by $(lock_holders);" \\
+            "nothing was changed: wait for it, or end that process" >&2
         exit 5
     fi
 }
@@ -240,7 +241,7 @@ set -eu
 PATH=/usr/sbin:/usr/bin:/sbin:/bin
 usage() {
     echo "usage: sudo safe-apt update | upgrade | install PACKAGE[=VERSION]..." >&2
-    echo "safe-apt: $1" >&2
+    echo "safe-apt: $*" >&2
     exit 2
 }
 [ "$#" -ge 1 ] || usage "no command"
@@ -269,7 +270,8 @@ case "$command" in
             name=${package%%=*}
             name=${name%%:*}
             apt-cache pkgnames "$name" 2>/dev/null | grep -qxF -- "$name" \
-                || usage "refused '$package': no package named '$name' in the configured repositories (literal names, no patterns; run sudo safe-apt update if the lists are empty)"
+                || usage "refused '$package': no package named '$name' in the configured repositories" \\
+                         "(literal names, no patterns; run sudo safe-apt update if the lists are empty)"
             case "$package" in
                 *=*)
                     version=${package#*=}

@@ -385,9 +385,13 @@ def test_pixel_cannot_hold_the_policy(ansible, box, world):
         assert f"{address(box)} : jump" in host_table() and far not in host_table()
         assert not reaches(box, far) and reaches(box, web1)
 
-        for who, command in (("the refresh", lambda: in_sandbox(box, "timeout 100 /usr/local/sbin/pixels-egress-refresh; echo rc=$?")),
-                             ("safe-apt", lambda: pixel(box, "timeout 100 sudo -n safe-apt upgrade >/dev/null 2>&1; echo rc=$?",
-                                                         timeout=150).stdout)):
+        def refresh():
+            return in_sandbox(box, "timeout 100 /usr/local/sbin/pixels-egress-refresh; echo rc=$?")
+
+        def upgrade():
+            return pixel(box, "timeout 100 sudo -n safe-apt upgrade >/dev/null 2>&1; echo rc=$?", timeout=150).stdout
+
+        for who, command in (("the refresh", refresh), ("safe-apt", upgrade)):
             started = time.monotonic()
             out = command()
             assert "rc=124" not in out and time.monotonic() - started < 60, (who, out)
