@@ -216,11 +216,14 @@ d6=$(sort -u "$tmp/d6")
     elements resolvers4 "$r4"; elements resolvers6 "$r6"
     elements domain4 "$d4"; elements domain6 "$d6"
 } > "$dir/dynamic.nft.new"
-mv -f "$dir/dynamic.nft.new" "$dir/dynamic.nft"
 
+# The file on disk changes only with the kernel's sets (a failed load leaves both as they were;
+# a failed whole reload leaves the installer to take the links down).
 if [ "$loaded" = 1 ] && [ "$load" = 0 ]; then
-    nft -f "$dir/dynamic.nft" || exit 1
+    nft -f "$dir/dynamic.nft.new" || exit 1
+    mv -f "$dir/dynamic.nft.new" "$dir/dynamic.nft"
 else
+    mv -f "$dir/dynamic.nft.new" "$dir/dynamic.nft"
     nft -f "$dir/rules.nft" || exit 1
 fi
 
@@ -379,15 +382,20 @@ PATH=/usr/sbin:/usr/bin:/sbin:/bin
 umask 022
 """ + STATE_DIR_SH + LOCK_SH + """\
 units_changed=0
+pending=
+trap 'rm -f ${pending:+"$pending"}' EXIT  # a half-written file, whatever ends the run
+trap 'exit 129' HUP INT TERM
 put() {  # atomic replace of a changed file, keeping the staged mode; owned by root
     if [ -f "$1" ] && cmp -s "stage$1" "$1" && [ "$(stat -c %a:%u "$1")" = "$(stat -c %a "stage$1"):0" ]; then
         return 0
     fi
     case "$1" in /etc/systemd/*) units_changed=1 ;; esac
     mkdir -p "$(dirname "$1")"
-    cp -p "stage$1" "$1.pixels-new"
-    chown 0:0 "$1.pixels-new"
-    mv -f "$1.pixels-new" "$1"
+    pending="$1.pixels-new"
+    cp -p "stage$1" "$pending"
+    chown 0:0 "$pending"
+    mv -f "$pending" "$1"
+    pending=
 }
 if ! visudo -cq -f "stage{{ sudoers }}" >/dev/null 2>&1; then
     echo "the rendered sudoers file was rejected by visudo: $(visudo -c -f "stage{{ sudoers }}" 2>&1)" >&2
@@ -396,8 +404,11 @@ fi
 # The refresh script's lock, before anything changes: a timer run cannot reload the table behind
 # our back, and when the lock stays busy nothing was changed (files and kernel agree).
 take_lock {{ lock_timeout }}
-# (earlier versions kept the lock and the state of a failed load directly under /run)
+# (earlier versions kept the lock, the state of a failed load and temporary directories directly under /run)
 rm -f /run/pixels-egress.lock
+for old in /run/pixels-egress-refresh.?????? /run/pixels-egress.??????; do
+    if [ -d "$old" ] && [ ! -L "$old" ]; then rm -rf "$old"; fi
+done
 if [ -f /run/pixels-egress.down ] && [ ! -L /run/pixels-egress.down ]; then
     cat /run/pixels-egress.down >> "$state_dir/down"
     rm -f /run/pixels-egress.down
