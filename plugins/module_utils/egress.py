@@ -81,6 +81,11 @@ MANIFEST_FILE = EGRESS_DIR + "/manifest"
 SUDOERS_FILE = "/etc/sudoers.d/pixel"
 TABLE = "pixels_egress"
 RESOLVE_TIMEOUT = 3.0  # seconds per lookup while a task runs (the module's default)
+# Root's own directory (0700) for the lock the installer, the refresh and safe-apt share, the
+# links a failed load took down, and temporary files: nothing pixel can open gates the policy.
+STATE_DIR = "/run/pixels-egress"
+LOCK_TIMEOUT = 60.0  # seconds any of them waits for another one's lock (the module's default)
+BROADCAST4 = "255.255.255.255"
 
 _LABEL = r"(?!-)[a-z0-9-]{1,63}(?<!-)"
 _DOMAIN_RE = re.compile(rf"^(?:{_LABEL}\.)+(?:[a-z][a-z0-9-]{{0,62}}(?<!-))$")
@@ -200,10 +205,18 @@ def render(template, **values):
     return _environment().from_string(template).render(**values)
 
 
-def render_files(policy, user="pixel", refresh_interval=300, refresh_timeout=5):
-    """{path inside the sandbox: (content, mode)} for a policy."""
-    values = dict(table=TABLE, egress_dir=EGRESS_DIR, user=user, state_file=STATE_FILE,
-                  refresh_interval=int(refresh_interval), refresh_timeout=float(refresh_timeout))
+def dhcp_destinations(servers):
+    """DHCPv4 may go to the broadcast address and the network's DHCP server(s), nowhere else."""
+    found = {str(ipaddress.ip_address(a)) for a in servers or () if ipaddress.ip_address(a).version == 4}
+    return [BROADCAST4] + sorted(found - {BROADCAST4}, key=ipaddress.ip_address)
+
+
+def render_files(policy, user="pixel", refresh_interval=300, refresh_timeout=5, dhcp4=(), lock_timeout=LOCK_TIMEOUT):
+    """{path inside the sandbox: (content, mode)} for a policy. ``dhcp4``: the addresses of the
+    DHCP servers of the sandbox's networks (the bridges' own addresses)."""
+    values = dict(table=TABLE, egress_dir=EGRESS_DIR, user=user, state_file=STATE_FILE, state_dir=STATE_DIR,
+                  refresh_interval=int(refresh_interval), refresh_timeout=float(refresh_timeout),
+                  lock_timeout=_seconds(lock_timeout), dhcp4=dhcp_destinations(dhcp4))
     files = {
         MODE_FILE: (policy["mode"] + "\n", 0o644),
         POLICY_FILE: (json.dumps(policy, indent=1, sort_keys=True) + "\n", 0o644),
@@ -253,9 +266,16 @@ def bundle(files, installer):
     return buffer.getvalue()
 
 
-def installer(policy, files, resolve_timeout=RESOLVE_TIMEOUT, reuse=False):
+def _seconds(value):
+    """A time limit for flock -w and the like: whole seconds are written without '.0'."""
+    value = float(value)
+    return int(value) if value.is_integer() else value
+
+
+def installer(policy, files, resolve_timeout=RESOLVE_TIMEOUT, reuse=False, lock_timeout=LOCK_TIMEOUT):
     return render(templates.INSTALL, mode=policy["mode"], table=TABLE, egress_dir=EGRESS_DIR,
-                  resolve_timeout=float(resolve_timeout), reuse=reuse,
+                  resolve_timeout=float(resolve_timeout), reuse=reuse, state_dir=STATE_DIR,
+                  lock_timeout=_seconds(lock_timeout),
                   paths=sorted(files), sudoers=SUDOERS_FILE, network_units=templates.NETWORK_UNITS,
                   manifest_file=MANIFEST_FILE, state_file=STATE_FILE)
 
@@ -293,18 +313,35 @@ def table_loaded(backend, instance):
     return result.rc == 0
 
 
-def install(backend, instance, policy, files, resolve_timeout=RESOLVE_TIMEOUT, reuse=False):
+# Unpacks the bundle in a temporary directory under root's own state directory, removed on
+# every exit (a signal included), and runs the installer there.
+INSTALL_WRAPPER = templates.STATE_DIR_SH + """\
+d=$(mktemp -d "$state_dir/install.XXXXXX")
+trap 'rm -rf "$d"' EXIT
+trap 'exit 129' HUP INT TERM
+tar -x -C "$d" -f -
+cd "$d"
+sh ./install.sh
+"""
+LOCK_BUSY = 5  # the installer's exit code when the lock stayed busy: nothing was changed
+
+
+def install(backend, instance, policy, files, resolve_timeout=RESOLVE_TIMEOUT, reuse=False, lock_timeout=LOCK_TIMEOUT):
     """Ship and run the installer; the state it prints (resolution) as a dict.
 
     ``reuse``: keep the addresses the sandbox resolved last (at most one timer interval old)
     and look up only new domains, so adding one domain does not wait for slow ones.
     """
-    payload = bundle(files, installer(policy, files, resolve_timeout, reuse))
-    script = ("set -e; d=$(mktemp -d /run/pixels-egress.XXXXXX); trap 'rm -rf \"$d\"' EXIT; "
-              "tar -x -C \"$d\" -f -; cd \"$d\"; sh ./install.sh")
+    payload = bundle(files, installer(policy, files, resolve_timeout, reuse, lock_timeout))
+    script = "set -e\n" + render(INSTALL_WRAPPER, state_dir=STATE_DIR)
     result = backend.execute(instance, ["sh", "-c", script], stdin=payload)
     out = result.stdout.decode("utf-8", "replace") if isinstance(result.stdout, bytes) else str(result.stdout)
     err = result.stderr.decode("utf-8", "replace") if isinstance(result.stderr, bytes) else str(result.stderr)
+    if result.rc == LOCK_BUSY:
+        raise PixelsError(
+            f"Applying egress mode {policy['mode']} inside {instance} failed: {err.strip() or out.strip()}. "
+            f"Nothing was changed inside the sandbox: its previous policy stays in force.",
+            stdout=out, stderr=err)
     if result.rc != 0:
         raise PixelsError(
             f"Applying egress mode {policy['mode']} inside {instance} failed (exit {result.rc}): "

@@ -64,7 +64,7 @@ def release_host_layer(backend, instance, sandbox):
     return egress_host.update_host_rules(recorded[2], instance, [], [], None, backend.project)
 
 
-def host_layer(backend, instance, sandbox, view, choice, table, check_mode):
+def host_layer(backend, instance, sandbox, view, choice, table, check_mode, lock_timeout=egress_host.LOCK_TIMEOUT):
     """Bring the host layer in line with ``view`` (None: remove it). (layer, changed, reason)."""
     recorded = (sandbox.metadata.get(egress_host.META_HOST) or "").split()
     recorded_kind = recorded[0] if recorded else None
@@ -79,7 +79,7 @@ def host_layer(backend, instance, sandbox, view, choice, table, check_mode):
                 current = egress_host.read_host_table(table)
                 changed = changed or egress_host.chain_name(instance, backend.project) in current["chains"]
             elif egress_host.update_host_rules(table, instance, [], [], None, backend.project,
-                                               live_instances(backend)):
+                                               live_instances(backend), lock_timeout):
                 changed = True
         if recorded and not check_mode:
             set_config(backend, instance, {egress_host.META_HOST: ""})
@@ -88,7 +88,7 @@ def host_layer(backend, instance, sandbox, view, choice, table, check_mode):
     if choice == "none":
         return "none", False, "switched off with host_layer=none"
     addresses4, addresses6 = list(sandbox.ipv4), [a for a in sandbox.ipv6 if not a.lower().startswith("fe80")]
-    wanted = egress_host.digest({"view": {k: view[k] for k in ("mode", "cidrs", "addresses", "resolvers")},
+    wanted = egress_host.digest({"view": {k: view.get(k) for k in ("mode", "cidrs", "addresses", "resolvers", "dhcp4")},
                                  "sandbox": sorted(addresses4 + addresses6), "table": table})
     reasons = []
     kinds = []
@@ -126,12 +126,48 @@ def host_layer(backend, instance, sandbox, view, choice, table, check_mode):
             return "nftables", False, None
         if not check_mode:
             egress_host.update_host_rules(table, instance, addresses4, addresses6, view, backend.project,
-                                          live_instances(backend))
+                                          live_instances(backend), lock_timeout)
             set_config(backend, instance, {egress_host.META_HOST: f"nftables {wanted} {table}"})
         return "nftables", True, None
     if not check_mode and recorded != ["none"]:
         set_config(backend, instance, {egress_host.META_HOST: "none"})
     return "none", False, "; ".join(reasons) or "none available"
+
+
+def dhcp_servers(backend, instance):
+    """(IPv4 addresses of the DHCP servers of the sandbox's managed networks, problem or None).
+    Incus' bridges serve DHCP from their own address; other NICs get the broadcast address only."""
+    data = backend.get(f"/1.0/instances/{instance}", action=f"reading {instance}'s devices")
+    servers, problems = [], []
+    for network in sorted({dev["network"] for dev in egress_host._nic_devices(data).values()}):  # pylint: disable=protected-access
+        try:
+            config = backend.get(f"/1.0/networks/{network}", action=f"reading network {network}").get("config") or {}
+        except PixelsError as exc:
+            problems.append(exc.message)
+            continue
+        address = (config.get("ipv4.address") or "").split("/")[0]
+        if address and address != "none":
+            servers.append(address)
+    return servers, "; ".join(problems) or None
+
+
+def narrowed_view(current, state, desired):
+    """The host layer's view of what both the current and the desired policy allow, when the change
+    takes something away; None when it only adds (the current rules are already the narrower).
+
+    Loaded before the sandbox's own layer changes, so that a failure half-way (a busy lock, an
+    error in either layer) leaves the stricter policy in force outside the sandbox too."""
+    if current["mode"] not in egress.RESTRICTED or not state:
+        return None  # nothing the host enforces yet; the sandbox's layer fails closed on its own
+    kept_domains = set(current.get("domains", [])) & set(desired["domains"])
+    kept_cidrs = set(current.get("cidrs", [])) & set(desired["cidrs"])
+    if kept_domains == set(current.get("domains", [])) and kept_cidrs == set(current.get("cidrs", [])) \
+            and current["mode"] == desired["mode"]:
+        return None
+    resolved = state.get("resolved") or {}
+    narrowed = {"mode": desired["mode"], "domains": sorted(kept_domains), "cidrs": egress.sort_cidrs(kept_cidrs)}
+    return egress.policy_view(narrowed, {"resolved": {d: resolved.get(d, []) for d in kept_domains},
+                                         "resolvers": state.get("resolvers") or []})
 
 
 def apply(backend, instance, params, check_mode):
@@ -144,6 +180,9 @@ def apply(backend, instance, params, check_mode):
     timeout = float(params.get("resolve_timeout") or egress.RESOLVE_TIMEOUT)
     if not 0.1 <= timeout <= 30:
         raise PixelsError(f"resolve_timeout={timeout} must be between 0.1 and 30 seconds.")
+    lock_timeout = float(params.get("lock_timeout") or egress.LOCK_TIMEOUT)
+    if not 1 <= lock_timeout <= 3600:
+        raise PixelsError(f"lock_timeout={lock_timeout:g} must be between 1 and 3600 seconds (default {egress.LOCK_TIMEOUT:g}).")
     sandbox, current, manifest_text, state = read(backend, instance)
     mode = params.get("mode") or current["mode"]
     if params.get("mode") is None and current["mode"] == "unrestricted" and (params.get("allow") or params.get("domains")):
@@ -151,22 +190,38 @@ def apply(backend, instance, params, check_mode):
                           f"together with allow or domains.")
     desired = egress.desired_policy(current, mode, allow=params.get("allow"), deny=params.get("deny"),
                                     domains=params.get("domains"), preset=params.get("preset"))
-    files = egress.render_files(desired, user=user, refresh_interval=interval, refresh_timeout=max(5.0, timeout))
     restricted = desired["mode"] in egress.RESTRICTED
+    warnings = []
+    dhcp4 = []
+    if restricted:
+        dhcp4, problem = dhcp_servers(backend, instance)
+        if problem:
+            warnings.append(f"DHCPv4 from {instance} is allowed to the broadcast address only: {problem}.")
+    files = egress.render_files(desired, user=user, refresh_interval=interval, refresh_timeout=max(5.0, timeout),
+                                dhcp4=dhcp4)
     inside_changed = (manifest_text != egress.manifest(files)
                       or sandbox.metadata.get(META_EGRESS) != desired["mode"]
                       or (restricted and not egress.table_loaded(backend, instance)))
-    warnings = []
+    choice = params.get("host_layer") or "auto"
+    host_changed = False
     if inside_changed and not check_mode:
         # The intent first: provisioning and the inventory read it even if the rest fails.
         set_config(backend, instance, {META_EGRESS: desired["mode"]})
+        # A change that takes something away narrows the host layer first; the sandbox's layer
+        # then changes whole under its lock (or not at all); the host layer follows.
+        narrowed = narrowed_view(current, state, desired) if restricted else None
+        if narrowed is not None:
+            _layer, host_changed, _reason = host_layer(backend, instance, sandbox, dict(narrowed, dhcp4=dhcp4),
+                                                       choice, table, check_mode, lock_timeout)
+            sandbox = backend.get_sandbox(instance)  # the record of the host layer changed
         state = egress.install(backend, instance, desired, files, resolve_timeout=timeout,
-                               reuse=current["mode"] in egress.RESTRICTED)
+                               reuse=current["mode"] in egress.RESTRICTED, lock_timeout=lock_timeout)
     elif inside_changed:
         state = state if current["mode"] == desired["mode"] else {}
     view = egress.policy_view(desired, state)
-    layer, host_changed, reason = host_layer(backend, instance, sandbox, view if restricted else None,
-                                             params.get("host_layer") or "auto", table, check_mode)
+    layer, changed, reason = host_layer(backend, instance, sandbox, dict(view, dhcp4=dhcp4) if restricted else None,
+                                        choice, table, check_mode, lock_timeout)
+    host_changed = host_changed or changed
     view["host_layer"] = layer
     if restricted and layer == "none":
         warnings.append(ONLY_SANDBOX_WARNING.format(instance=instance, reason=reason))

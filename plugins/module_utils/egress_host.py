@@ -19,7 +19,9 @@ import json
 import os
 import re
 import shutil
+import stat
 import subprocess
+import time
 
 from ansible_collections.homelab.pixels.plugins.module_utils.errors import PixelsError
 
@@ -51,6 +53,15 @@ def allowed_destinations(view):
     return [_text(n) for n in v4], [_text(n) for n in v6]
 
 
+BROADCAST4 = "255.255.255.255"
+
+
+def dhcp_destinations(view):
+    """Where a sandbox's DHCPv4 may go: the broadcast address and its network's DHCP server(s)."""
+    servers = {str(ipaddress.ip_address(a)) for a in view.get("dhcp4") or [] if ipaddress.ip_address(a).version == 4}
+    return [BROADCAST4] + sorted(servers - {BROADCAST4}, key=ipaddress.ip_address)
+
+
 def _text(network):
     """An address without /32 or /128, a network as CIDR."""
     return str(network.network_address) if network.prefixlen == network.max_prefixlen else str(network)
@@ -79,8 +90,8 @@ def render_acl(instance, view):
         for protocol in ("udp", "tcp"):
             egress.append({"action": "allow", "state": "enabled", "protocol": protocol, "destination": ",".join(resolvers),
                            "destination_port": "53", "description": "DNS to the sandbox's resolvers"})
-    egress.append({"action": "allow", "state": "enabled", "protocol": "udp", "destination_port": "67",
-                   "description": "DHCPv4"})
+    egress.append({"action": "allow", "state": "enabled", "protocol": "udp", "destination": ",".join(dhcp_destinations(view)),
+                   "source_port": "68", "destination_port": "67", "description": "DHCPv4 to the network's server"})
     if v4 or v6:
         egress.append({"action": "allow", "state": "enabled", "destination": ",".join(v4 + v6),
                        "description": f"egress policy {view['mode']}"})
@@ -263,7 +274,7 @@ def render_host_rules(table, instance, sandbox_ipv4, sandbox_ipv6, view, current
     resolvers6 = [r for r in view.get("resolvers") or [] if ":" in r]
     lines += [f"add chain inet {table} {chain}", f"flush chain inet {table} {chain}",
               f"add rule inet {table} {chain} ct state established,related accept",
-              f"add rule inet {table} {chain} udp dport 67 accept"]
+              f"add rule inet {table} {chain} ip daddr {{ {', '.join(dhcp_destinations(view))} }} udp sport 68 udp dport 67 accept"]
     if resolvers4:
         lines.append(f"add rule inet {table} {chain} ip daddr {{ {', '.join(resolvers4)} }} meta l4proto {{ tcp, udp }} th dport 53 accept")
     if resolvers6:
@@ -301,20 +312,86 @@ def drop_empty_table(table):
         _nft(["delete", "table", "inet", table])
 
 
+# Root's own directory for the host's locks: /run/lock is world-writable, and any local user
+# could pre-create or hold (flock needs only a read handle) a lock there and stall every task.
+LOCK_DIR = "/run/pixels-egress"
+LOCK_TIMEOUT = 60.0  # seconds a task waits for another one's host rules
+
+
+def lock_dir(path=LOCK_DIR):
+    """The locks' directory: made 0700, or checked to be root's own directory (not a link)."""
+    try:
+        os.mkdir(path, 0o700)
+    except FileExistsError:
+        pass
+    info = os.lstat(path)
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.geteuid():
+        raise PixelsError(f"{path} on the Incus host is not a directory of its own user (uid {info.st_uid}, "
+                          f"mode {stat.filemode(info.st_mode)}): someone else made it; remove it and run the task again.")
+    if stat.S_IMODE(info.st_mode) & 0o077:
+        os.chmod(path, 0o700)
+    return path
+
+
+def lock_path(table):
+    return os.path.join(LOCK_DIR, f"host-{table}.lock")
+
+
+def lock_holders(fd):
+    """PIDs (with their command) holding an flock or POSIX lock on the file open as ``fd``, from /proc/locks."""
+    inode = os.fstat(fd).st_ino
+    holders = []
+    try:
+        with open("/proc/locks", encoding="ascii", errors="replace") as handle:
+            for line in handle:
+                fields = line.split()
+                if len(fields) < 6 or fields[1] == "->":  # "->": a waiter, not a holder
+                    continue
+                if fields[5].rsplit(":", 1)[-1] == str(inode):
+                    holders.append(fields[4])
+    except OSError:
+        return "unknown (no /proc/locks)"
+    described = []
+    for pid in dict.fromkeys(holders):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as handle:
+                command = handle.read().replace(b"\0", b" ").decode("utf-8", "replace").strip()
+        except OSError:
+            command = ""
+        described.append(f"PID {pid}" + (f" ({command[:160]})" if command else ""))
+    return ", ".join(described) or "unknown (the holder ended meanwhile?)"
+
+
 @contextlib.contextmanager
-def table_lock(table):
+def table_lock(table, timeout=LOCK_TIMEOUT):
     """Holds the host's lock on ``table``: parallel tasks (forks, other playbooks) would render
-    from the same read, add the base rules twice and delete a gone chain twice, which nft refuses."""
-    directory = "/run/lock" if os.path.isdir("/run/lock") else "/run"
-    with open(os.path.join(directory, f"pixels-egress-{table}.lock"), "a", encoding="utf-8") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
+    from the same read, add the base rules twice and delete a gone chain twice, which nft refuses.
+    Waits at most ``timeout`` seconds, then fails naming the holder."""
+    lock_dir()
+    path = lock_path(table)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise PixelsError(f"The host's egress rules (table inet {table}) stayed locked for {timeout:g} s "
+                                      f"by {lock_holders(fd)} (lock {path}): another task is updating them, or "
+                                      f"hangs; wait for it or end that process, then run the task again.")
+                time.sleep(0.1)
         yield
+    finally:
+        os.close(fd)
 
 
-def update_host_rules(table, instance, sandbox_ipv4, sandbox_ipv6, view, project="default", live=None):
+def update_host_rules(table, instance, sandbox_ipv4, sandbox_ipv6, view, project="default", live=None,
+                      lock_timeout=LOCK_TIMEOUT):
     """Read, render and load under the table's lock. ``view`` None removes the sandbox's rules
     (and the table once no sandbox is left); then False when it had none."""
-    with table_lock(table):
+    with table_lock(table, lock_timeout):
         current = read_host_table(table)
         if view is None and chain_name(instance, project) not in current["chains"]:
             return False

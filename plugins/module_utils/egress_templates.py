@@ -11,6 +11,40 @@ from __future__ import annotations
 
 HEADER = "Rendered by homelab.pixels (pixels_egress); changes are overwritten."
 
+# Root's own directory for the lock, the state of a failed load and temporary files. The lock
+# used to be a world-readable file under /run, which pixel could open and hold with flock (a read
+# handle is enough), freezing every change of the policy. /run is root's, but the directory is
+# checked anyway: anything but a root-owned directory (a link, a file) is replaced.
+STATE_DIR_SH = """\
+state_dir={{ state_dir }}
+if [ -L "$state_dir" ] || { [ -e "$state_dir" ] && [ "$(stat -c %F:%u "$state_dir")" != "directory:0" ]; }; then
+    echo "pixels-egress: $state_dir was not root's directory ($(stat -c '%F, uid %u' "$state_dir")): replaced" >&2
+    rm -rf "$state_dir"
+fi
+mkdir -p "$state_dir"
+chmod 0700 "$state_dir"
+"""
+
+# take_lock SECONDS: fd 9 on the lock, waiting at most SECONDS; exit 5 naming the holder.
+LOCK_SH = """\
+lock_holders() {  # PIDs holding the lock (from /proc/locks, by inode), with their command
+    ino=$(stat -c %i "$state_dir/lock")
+    out=""
+    for pid in $(awk -v ino="$ino" '$2 != "->" { n = split($6, f, ":"); if (f[n] == ino) print $5 }' /proc/locks | sort -u); do
+        out="$out${out:+, }PID $pid ($(tr '\\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null | sed 's/ *$//' | cut -c1-160))"
+    done
+    echo "${out:-an unknown process}"
+}
+take_lock() {
+    exec 9>"$state_dir/lock"
+    if ! flock -w "$1" 9; then
+        echo "pixels-egress: the policy's lock $state_dir/lock stayed held for $1 s by $(lock_holders);" \\
+            "nothing was changed: wait for it, or end that process" >&2
+        exit 5
+    fi
+}
+"""
+
 # Loaded whole (one transaction) at boot and by the installer. Resolved addresses and the
 # resolvers live in dynamic.nft, which the refresh script rewrites and swaps on its own.
 RULES = """\
@@ -38,7 +72,7 @@ table inet {{ table }} {
     chain allowed {
         ct state established,related accept
         ct state invalid drop
-        udp sport 68 udp dport 67 accept comment "DHCPv4"
+        ip daddr { {{ dhcp4 | join(", ") }} } udp sport 68 udp dport 67 accept comment "DHCPv4 to the network's server and broadcast only"
         ip6 daddr ff02::1:2 udp sport 546 udp dport 547 accept comment "DHCPv6"
         icmpv6 type { nd-router-solicit, nd-neighbor-solicit, nd-neighbor-advert, mld-listener-report, mld2-listener-report } accept
         ip daddr @resolvers4 meta l4proto { tcp, udp } th dport 53 accept comment "DNS to the sandbox's resolvers only"
@@ -75,18 +109,24 @@ REFRESH = """\
 #!/bin/sh
 # """ + HEADER + """
 # Resolve the allowed domains and swap the nftables address sets atomically.
-# Usage: pixels-egress-refresh [--load] [--reuse] [--timeout SECONDS]
-#   --load: reload the whole table; --reuse: look up only domains the last run did not see.
+# Usage: pixels-egress-refresh [--load] [--reuse] [--timeout SECONDS] [--lock-wait SECONDS] [--locked]
+#   --load: reload the whole table; --reuse: look up only domains the last run did not see;
+#   --lock-wait: how long to wait for another run's lock; --locked: the caller holds it (fd 9).
 set -u
 load=0
 reuse=0
+locked=0
 lookup_timeout={{ refresh_timeout }}
+lock_wait={{ lock_timeout }}
+usage() { echo "usage: pixels-egress-refresh [--load] [--reuse] [--timeout SECONDS] [--lock-wait SECONDS] [--locked]" >&2; exit 2; }
 while [ "$#" -gt 0 ]; do
     case "$1" in
         --load) load=1 ;;
         --reuse) reuse=1 ;;
-        --timeout) lookup_timeout=$2; shift ;;
-        *) echo "usage: pixels-egress-refresh [--load] [--reuse] [--timeout SECONDS]" >&2; exit 2 ;;
+        --locked) locked=1 ;;
+        --timeout) [ "$#" -ge 2 ] || usage; lookup_timeout=$2; shift ;;
+        --lock-wait) [ "$#" -ge 2 ] || usage; lock_wait=$2; shift ;;
+        *) usage ;;
     esac
     shift
 done
@@ -94,14 +134,16 @@ PATH=/usr/sbin:/usr/bin:/sbin:/bin
 dir={{ egress_dir }}
 table={{ table }}
 umask 022
-exec 9>/run/pixels-egress.lock
-flock 9
+""" + STATE_DIR_SH + LOCK_SH + """\
+[ "$locked" = 1 ] || take_lock "$lock_wait"
 [ -e "$dir/rules.nft" ] || exit 0  # the policy was removed (mode unrestricted)
 for tool in nft getent timeout; do
     command -v "$tool" >/dev/null || { echo "$tool is missing in the sandbox: install it (nft: package nftables)" >&2; exit 1; }
 done
-tmp=$(mktemp -d /run/pixels-egress-refresh.XXXXXX) || exit 1
-trap 'rm -rf "$tmp"' EXIT
+tmp=$(mktemp -d "$state_dir/refresh.XXXXXX") || exit 1
+# Temporary files go on every exit, a signal included.
+trap 'rm -rf "$tmp" "$dir/dynamic.nft.new" "$dir/state.json.new"' EXIT
+trap 'exit 129' HUP INT TERM
 
 # The upstream resolvers the sandbox uses (systemd-resolved's list, else resolv.conf).
 upstream_resolvers() {
@@ -174,11 +216,14 @@ d6=$(sort -u "$tmp/d6")
     elements resolvers4 "$r4"; elements resolvers6 "$r6"
     elements domain4 "$d4"; elements domain6 "$d6"
 } > "$dir/dynamic.nft.new"
-mv -f "$dir/dynamic.nft.new" "$dir/dynamic.nft"
 
+# The file on disk changes only with the kernel's sets (a failed load leaves both as they were;
+# a failed whole reload leaves the installer to take the links down).
 if [ "$loaded" = 1 ] && [ "$load" = 0 ]; then
-    nft -f "$dir/dynamic.nft" || exit 1
+    nft -f "$dir/dynamic.nft.new" || exit 1
+    mv -f "$dir/dynamic.nft.new" "$dir/dynamic.nft"
 else
+    mv -f "$dir/dynamic.nft.new" "$dir/dynamic.nft"
     nft -f "$dir/rules.nft" || exit 1
 fi
 
@@ -199,7 +244,7 @@ set -eu
 PATH=/usr/sbin:/usr/bin:/sbin:/bin
 usage() {
     echo "usage: sudo safe-apt update | upgrade | install PACKAGE[=VERSION]..." >&2
-    echo "safe-apt: $1" >&2
+    echo "safe-apt: $*" >&2
     exit 2
 }
 [ "$#" -ge 1 ] || usage "no command"
@@ -215,20 +260,43 @@ case "$command" in
                 [a-z0-9]*) ;;
                 *) usage "refused '$package': package names start with a letter or digit (no options, no paths)" ;;
             esac
+            # One line of known characters first (grep -x below judges line by line).
             case "$package" in
                 *[!a-zA-Z0-9+.:=~-]*|*.deb|*-|*..*)
                     usage "refused '$package': only package names from the configured repositories, optionally =VERSION" ;;
+            esac
+            # Literal names only: apt-get reads an unknown name with . ? * + as a pattern (a.+).
+            printf '%s\n' "$package" | grep -Eqx '[a-z0-9][a-z0-9+.-]*(:[a-z0-9][a-z0-9-]*)?(=[A-Za-z0-9][A-Za-z0-9.+~:-]*)?' \
+                || usage "refused '$package': a literal package name [a-z0-9][a-z0-9+.-]* (optionally :ARCH), optionally =VERSION"
+        done
+        for package in "$@"; do
+            name=${package%%=*}
+            name=${name%%:*}
+            apt-cache pkgnames "$name" 2>/dev/null | grep -qxF -- "$name" \
+                || usage "refused '$package': no package named '$name' in the configured repositories" \\
+                         "(literal names, no patterns; run sudo safe-apt update if the lists are empty)"
+            case "$package" in
+                *=*)
+                    version=${package#*=}
+                    installed=$(dpkg-query -W -f '${db:Status-Status} ${Version}' "${package%%=*}" 2>/dev/null || true)
+                    case "$installed" in
+                        "installed "*)
+                            if dpkg --compare-versions "$version" lt "${installed#installed }"; then
+                                usage "refused '$package': ${package%%=*} ${installed#installed } is installed; safe-apt does not downgrade"
+                            fi ;;
+                    esac ;;
             esac
         done ;;
     *)
         usage "unknown command '$command'" ;;
 esac
 # Mirrors behind a CDN change addresses often: let the allowed sets follow before apt connects.
+# (It waits for a run in progress at most {{ lock_timeout }} s, then apt goes on with the sets as they are.)
 /usr/local/sbin/pixels-egress-refresh >/dev/null || true
 # No pager, editor, prompt or conffile shell: no terminal, non-interactive frontends.
 exec env -i PATH="$PATH" LC_ALL=C.UTF-8 DEBIAN_FRONTEND=noninteractive APT_LISTCHANGES_FRONTEND=none \\
     PAGER=cat EDITOR=false VISUAL=false \\
-    apt-get -y --no-remove -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold \\
+    apt-get -y --no-remove -o APT::Get::allow-downgrades=false -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold \\
     "$command" "$@" </dev/null
 """
 
@@ -312,26 +380,41 @@ INSTALL = """\
 set -eu
 PATH=/usr/sbin:/usr/bin:/sbin:/bin
 umask 022
+""" + STATE_DIR_SH + LOCK_SH + """\
 units_changed=0
+pending=
+trap 'rm -f ${pending:+"$pending"}' EXIT  # a half-written file, whatever ends the run
+trap 'exit 129' HUP INT TERM
 put() {  # atomic replace of a changed file, keeping the staged mode; owned by root
     if [ -f "$1" ] && cmp -s "stage$1" "$1" && [ "$(stat -c %a:%u "$1")" = "$(stat -c %a "stage$1"):0" ]; then
         return 0
     fi
     case "$1" in /etc/systemd/*) units_changed=1 ;; esac
     mkdir -p "$(dirname "$1")"
-    cp -p "stage$1" "$1.pixels-new"
-    chown 0:0 "$1.pixels-new"
-    mv -f "$1.pixels-new" "$1"
+    pending="$1.pixels-new"
+    cp -p "stage$1" "$pending"
+    chown 0:0 "$pending"
+    mv -f "$pending" "$1"
+    pending=
 }
 if ! visudo -cq -f "stage{{ sudoers }}" >/dev/null 2>&1; then
     echo "the rendered sudoers file was rejected by visudo: $(visudo -c -f "stage{{ sudoers }}" 2>&1)" >&2
     exit 3
 fi
+# The refresh script's lock, before anything changes: a timer run cannot reload the table behind
+# our back, and when the lock stays busy nothing was changed (files and kernel agree).
+take_lock {{ lock_timeout }}
+# (earlier versions kept the lock, the state of a failed load and temporary directories directly under /run)
+rm -f /run/pixels-egress.lock
+for old in /run/pixels-egress-refresh.?????? /run/pixels-egress.??????; do
+    if [ -d "$old" ] && [ ! -L "$old" ]; then rm -rf "$old"; fi
+done
+if [ -f /run/pixels-egress.down ] && [ ! -L /run/pixels-egress.down ]; then
+    cat /run/pixels-egress.down >> "$state_dir/down"
+    rm -f /run/pixels-egress.down
+fi
 mkdir -p {{ egress_dir }}
 {% if mode == "unrestricted" %}
-# The refresh script's lock: a timer run cannot reload the table behind our back.
-exec 9>/run/pixels-egress.lock
-flock 9
 {% for unit in network_units %}
 rm -f /etc/systemd/system/{{ unit }}.d/pixels-egress.conf
 rmdir /etc/systemd/system/{{ unit }}.d 2>/dev/null || true
@@ -360,19 +443,19 @@ put {{ sudoers }}
 put {{ path }}
 {% endfor %}
 [ -e {{ egress_dir }}/dynamic.nft ] || : > {{ egress_dir }}/dynamic.nft
-if ! /usr/local/sbin/pixels-egress-refresh --load {{ "--reuse " if reuse else "" }}--timeout {{ resolve_timeout }} > refresh.out; then
+if ! /usr/local/sbin/pixels-egress-refresh --locked --load {{ "--reuse " if reuse else "" }}--timeout {{ resolve_timeout }} > refresh.out; then
     # Fail closed: no rules, no network (the next successful run brings it back).
     for path in /sys/class/net/*; do
         link=${path##*/}
         [ "$link" = lo ] && continue
-        ip link set dev "$link" down 2>/dev/null && echo "$link" >> /run/pixels-egress.down
+        ip link set dev "$link" down 2>/dev/null && echo "$link" >> "$state_dir/down"
     done
     echo "the egress rules could not be loaded; the network interfaces are down until they are" >&2
     exit 4
 fi
-if [ -e /run/pixels-egress.down ]; then
-    for link in $(sort -u /run/pixels-egress.down); do ip link set dev "$link" up || true; done
-    rm -f /run/pixels-egress.down
+if [ -e "$state_dir/down" ]; then
+    for link in $(sort -u "$state_dir/down"); do ip link set dev "$link" up || true; done
+    rm -f "$state_dir/down"
     restart_network=1
 fi
 # The rules failed at boot, so the network units did not start.
@@ -392,7 +475,7 @@ if [ "${restart_network:-0}" = 1 ]; then
     done
     # The lookups above ran without a network; the resolver takes a moment to get its servers back.
     for attempt in $(seq 20); do
-        /usr/local/sbin/pixels-egress-refresh --timeout {{ resolve_timeout }} > refresh.out || true
+        /usr/local/sbin/pixels-egress-refresh --locked --timeout {{ resolve_timeout }} > refresh.out || true
         # every domain resolved, or some: the resolver is back
         grep -qF ': []' refresh.out || break
         sed 's/.*"resolved": {//' refresh.out | grep -qF '["' && break

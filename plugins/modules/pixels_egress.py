@@ -12,8 +12,9 @@ version_added: 0.1.0
 description:
   - Restricts what a sandbox can reach, in a way its C(pixel) user cannot switch off.
   - Inside the sandbox, an nftables table (C(inet pixels_egress)) drops all output except
-    loopback, established connections, DHCP, DNS to the sandbox's own resolvers, and the
-    allowed addresses, IPv4 and IPv6 alike; denied packets are logged with a rate limit.
+    loopback, established connections, DHCP (to the broadcast address and the server of the
+    sandbox's Incus network only), DNS to the sandbox's own resolvers, and the allowed
+    addresses, IPv4 and IPv6 alike; denied packets are logged with a rate limit.
   - Domains are resolved inside the sandbox, in parallel and with a short timeout; a timer
     re-resolves them (CDN addresses rotate) and swaps the address sets in one transaction. A
     domain that does not resolve is reported, not fatal.
@@ -21,11 +22,18 @@ description:
     without them, so they hold through restarts, checkpoint restores and clones.
   - With a restricted mode, C(pixel) gets a restricted sudo (only C(safe-apt), which installs
     packages from the configured repositories and refuses options and local files), written
-    to C(/etc/sudoers.d/pixel) after C(visudo -cf). V(unrestricted) restores full sudo.
+    to C(/etc/sudoers.d/pixel) after C(visudo -cf). C(safe-apt install) takes literal names of
+    packages the configured repositories have (no apt patterns or regular expressions), with an
+    optional C(=VERSION) that is not older than the installed one (no downgrades).
+    V(unrestricted) restores full sudo.
   - The mode is recorded on the instance (C(user.pixels.egress)) and in
     C(/etc/pixels/egress/mode) inside the sandbox, before anything else is changed, so that when a
     later step fails the sandbox stays locked down and the task fails. When the rules cannot be
     loaded, the sandbox's network links are taken down until a later run succeeds.
+  - A change that removes entries narrows the host layer to what both the old and the new
+    policy allow before the sandbox's own layer changes, and the sandbox's files change only
+    under the policy's lock, so a task that fails half-way leaves the stricter policy in force
+    (see O(lock_timeout)).
   - A second layer outside the sandbox, which root inside it cannot lift, is added when
     possible; see O(host_layer).
   - Runs on the controller and talks to Incus; the sandbox must be running.
@@ -107,6 +115,16 @@ options:
         at least 5 seconds.
     type: float
     default: 3.0
+  lock_timeout:
+    description:
+      - Seconds the task waits for the policy's locks, inside the sandbox (held by its timer's
+        refresh or C(safe-apt) while they run) and on the Incus host (held by parallel tasks).
+        When a lock stays busy the task fails naming the process that holds it, and nothing in
+        that layer was changed.
+      - The locks live in root-only directories (C(/run/pixels-egress), mode 0700), so neither
+        C(pixel) nor a local user of the host can open, and so hold, them.
+    type: float
+    default: 60.0
 extends_documentation_fragment:
   - homelab.pixels.connection
   - homelab.pixels.connection.module
@@ -244,6 +262,7 @@ def main():
             host_table=dict(type="str", default="pixels_egress"),
             refresh_interval=dict(type="int", default=300),
             resolve_timeout=dict(type="float", default=3.0),
+            lock_timeout=dict(type="float", default=60.0),
         ),
         supports_check_mode=True,
     )

@@ -8,6 +8,7 @@ through the host, where the host nftables layer sees it. Escape attempts run as 
 import functools
 import json
 import subprocess
+import time
 
 import pytest
 
@@ -29,6 +30,36 @@ DNS_PROBE = ("import socket,sys; s=socket.socket(socket.AF_INET, socket.SOCK_DGR
              " + b'\\x07example\\x03com\\x00\\x00\\x01\\x00\\x01'\n"
              "try:\n s.sendto(query, (sys.argv[1], 53)); s.recvfrom(512); print('answered')\n"
              "except OSError as e:\n print('no answer', e)")
+
+
+# A UDP "DHCP server" on the helpers (the internet, not the sandbox's network): echoes to the sender.
+UDP_ECHO_67 = "import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(('', 67))\nwhile True:\n d,a=s.recvfrom(512); s.sendto(d,a)"
+# As root in the sandbox: a datagram to port 67 of an address, from a given source port.
+DHCP_PROBE = ("import socket,sys; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+              "s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(('', int(sys.argv[2]))); s.settimeout(2)\n"
+              "try:\n s.sendto(b'pixels', (sys.argv[1], 67)); s.recvfrom(512); print('answered')\n"
+              "except OSError as e:\n print('no answer', e)")
+# As pixel: an flock on every file and directory it can open under the given trees, held by one
+# process; the list of what it holds in /tmp/held.
+HOLD_ALL = """\
+import fcntl, os, resource, sys, time
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+held = []
+for top in sys.argv[1:]:
+    for root, dirs, files in os.walk(top):
+        for path in [root] + [os.path.join(root, name) for name in files]:
+            try:
+                fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                held.append(path)
+            except OSError:
+                pass
+with open("/tmp/held.new", "w") as handle:
+    handle.write("".join(p + "\\n" for p in held))
+os.rename("/tmp/held.new", "/tmp/held")
+time.sleep(900)
+"""
 
 
 def pixel(instance, command, timeout=60):
@@ -251,6 +282,9 @@ ESCAPES = [
     "sudo -n safe-apt install /tmp/evil.deb",
     "sudo -n safe-apt install evil.deb",
     "sudo -n safe-apt install nftables-",
+    "sudo -n safe-apt install '~nhello'",
+    "sudo -n safe-apt install '?name(hello)'",
+    "sudo -n safe-apt install 'a.+'",
     "sudo -n safe-apt install 'hello;sh'",
     "sudo -n safe-apt install \"$(printf 'hello\\n-o')\"",
     "sudo -n safe-apt install --reinstall nftables",
@@ -296,6 +330,13 @@ def test_pixel_cannot_escape(ansible, box, world):
     in_sandbox(box, f"echo '{world['web2']} eg-apt.test' >> /etc/hosts")  # a mirror that moved
     installed = pixel(box, "sudo -n safe-apt update && sudo -n safe-apt install hello && /usr/bin/hello", timeout=300)
     assert installed.returncode == 0 and "Hello, world!" in installed.stdout, installed.stdout + installed.stderr
+    # literal names only: a pattern would have reached apt (and installed hello-traditional)
+    for package, why in (("hello.traditional", "no package named 'hello.traditional'"), ("hell.+", "no package named"),
+                         ("hello=2.10-2", "hello 2.10-3 is installed; safe-apt does not downgrade")):
+        refused = pixel(box, f"sudo -n safe-apt install '{package}'")
+        assert refused.returncode == 2 and why in refused.stderr, (package, refused.stdout, refused.stderr)
+        assert "Reading package lists" not in refused.stdout, (package, refused.stdout)  # apt never ran
+    assert in_sandbox(box, "dpkg-query -W -f '${Version}' hello") == "2.10-3"
     # and re-resolves the allowed domains before apt connects
     state = json.loads(in_sandbox(box, "sed -i '/eg-apt.test/d' /etc/hosts; cat /etc/pixels/egress/state.json"))
     assert state["resolved"]["eg-apt.test"] == [world["web2"]], state
@@ -303,6 +344,120 @@ def test_pixel_cannot_escape(ansible, box, world):
     ok(egress(ansible, mode="unrestricted"))
     assert pixel(box, probe).stdout.startswith("answered")  # the control
     assert pixel(box, "sudo -n id -u").stdout.strip() == "0"
+
+
+def nft_set(instance, name):
+    return in_sandbox(instance, f"nft list set inet pixels_egress {name}")
+
+
+def host_table():
+    return subprocess.run(["nft", "list", "table", "inet", HOST_TABLE], capture_output=True, text=True, check=False).stdout
+
+
+def test_pixel_cannot_hold_the_policy(ansible, box, world):
+    """pixel holds an flock on everything it can open under /run, /etc/pixels and /usr/local/sbin
+    (the policy's lock used to be one of them): a deny still finishes in time, in force in both
+    layers, and the refresh and safe-apt do not hang either."""
+    web1, _web2 = web_names()
+    far = world["far"]
+    ok(egress(ansible, mode="allowlist", domains=[web1, far]))
+    assert reaches(box, far)
+    in_sandbox(box, f"rm -f /tmp/held; cat > /tmp/hold.py <<'EOF'\n{HOLD_ALL}EOF\nchmod 644 /tmp/hold.py")
+    holder = pixel(box, "setsid python3 /tmp/hold.py /run /etc/pixels /usr/local/sbin </dev/null >/dev/null 2>&1 & echo $!")
+    holder = holder.stdout.strip()
+    try:
+        held = wait_for(lambda: in_sandbox(box, "cat /tmp/held 2>/dev/null", check=False), what="pixel's locks").split()
+        assert "/run" in held and len(held) > 5, held  # pixel does hold what it can read
+        assert not [path for path in held if path.startswith("/run/pixels-egress")], held
+        # nor can pixel plant anything where the policy's directory is made
+        planted = pixel(box, "mkdir /run/pixels-egress.x; ln -s /tmp /run/pixels-egress.y; ls -A /run/pixels-egress/")
+        assert planted.returncode != 0 and "Permission denied" in planted.stderr, planted
+        assert in_sandbox(box, "ls -d /run/pixels-egress.x /run/pixels-egress.y 2>/dev/null; true") == ""
+
+        started = time.monotonic()
+        # (a hung module is killed at 150 s: no result, the test fails)
+        denied = ansible.adhoc("pixels_egress", wrapper=("timeout", "150"), name=BOX, deny=[far], host_layer="nftables",
+                               host_table=HOST_TABLE, refresh_interval=NO_TIMER)
+        took = time.monotonic() - started
+        assert not denied.get("failed") and denied["changed"], denied
+        assert took < 60, took  # the default lock_timeout: no lock was waited for
+        # in force in both layers: the files, the kernel's set, the host's rules
+        assert far not in in_sandbox(box, "cat /etc/pixels/egress/policy.json") and far not in nft_set(box, "cidr4")
+        assert f"{address(box)} : jump" in host_table() and far not in host_table()
+        assert not reaches(box, far) and reaches(box, web1)
+
+        def refresh():
+            return in_sandbox(box, "timeout 100 /usr/local/sbin/pixels-egress-refresh; echo rc=$?")
+
+        def upgrade():
+            return pixel(box, "timeout 100 sudo -n safe-apt upgrade >/dev/null 2>&1; echo rc=$?", timeout=150).stdout
+
+        for who, command in (("the refresh", refresh), ("safe-apt", upgrade)):
+            started = time.monotonic()
+            out = command()
+            assert "rc=124" not in out and time.monotonic() - started < 60, (who, out)
+        # root inside flushes its own layer: the host's still refuses
+        in_sandbox(box, "nft flush ruleset")
+        assert not reaches(box, far)
+    finally:
+        in_sandbox(box, f"kill -- -{holder}", check=False)  # the holder's session (setsid)
+
+
+def test_a_stuck_lock_fails_in_time_naming_the_holder_and_the_stricter_policy_holds(ansible, box, world):
+    """Root's own refresh hangs holding the lock: the task fails after lock_timeout naming it,
+    changes nothing inside (files and kernel agree), and the host layer already refuses what the
+    task denied: the stricter of the two policies is in force."""
+    web1, _web2 = web_names()
+    far = world["far"]
+    ok(egress(ansible, mode="allowlist", domains=[web1, far]))
+    assert reaches(box, far)
+    holder = in_sandbox(box, "setsid flock -x /run/pixels-egress/lock sleep 900 </dev/null >/dev/null 2>&1 & echo $!").strip()
+    try:
+        wait_for(lambda: in_sandbox(box, "flock -n /run/pixels-egress/lock true || echo held", check=False).strip(),
+                 what="the lock held")
+        before = in_sandbox(box, "cat /etc/pixels/egress/policy.json /etc/pixels/egress/rules.nft")
+        started = time.monotonic()
+        failed = egress(ansible, deny=[far], lock_timeout=3)
+        took = time.monotonic() - started
+        assert failed.get("failed"), failed
+        assert f"stayed held for 3 s by PID {holder} (flock -x /run/pixels-egress/lock sleep 900)" in failed["msg"], failed
+        assert "Nothing was changed inside the sandbox" in failed["msg"], failed
+        assert took < 30, took
+        # inside: the old policy, on disk and in the kernel alike
+        assert in_sandbox(box, "cat /etc/pixels/egress/policy.json /etc/pixels/egress/rules.nft") == before
+        assert far in nft_set(box, "cidr4")
+        # outside: narrowed first, so the denied helper is refused already
+        assert far not in host_table() and f"{address(box)} : jump" in host_table()
+        assert not reaches(box, far) and reaches(box, web1)
+        assert in_sandbox(box, "ls -A /run/pixels-egress").split() == ["lock"]  # no temporary files left
+    finally:
+        in_sandbox(box, f"kill -- -{holder}", check=False)
+    ok(egress(ansible, deny=[far]))
+    assert far not in nft_set(box, "cidr4") and not reaches(box, far) and reaches(box, web1)
+    assert in_sandbox(box, "stat -c '%U %a' /run/pixels-egress; ls -A /run/pixels-egress").split() == ["root", "700", "lock"]
+
+
+def test_dhcp_goes_only_to_the_network_server(ansible, box, world):
+    """Port 67 of a helper (the internet) is refused, inside the sandbox and on the host, while
+    the sandbox's own DHCP (the bridge's server) keeps its lease."""
+    web1, _web2 = web_names()
+    for helper in (WEB2, FAR):
+        in_sandbox(helper, f"systemctl is-active --quiet eg-dhcp || systemd-run --unit eg-dhcp python3 -c \"{UDP_ECHO_67}\"")
+    probe = f"python3 -c \"{DHCP_PROBE}\""
+    ok(egress(ansible, mode="unrestricted"))
+    # the controls, from ports of their own (a reply would make a later probe's flow established)
+    wait_for(lambda: in_sandbox(box, f"{probe} {world['web2']} 40066").startswith("answered"), what="web2's port 67 (control)")
+    assert in_sandbox(box, f"{probe} {world['far']} 40067").startswith("answered")  # routed through the host
+
+    ok(egress(ansible, mode="allowlist", domains=[web1]))
+    assert in_sandbox(box, f"{probe} {world['web2']} 68").startswith("no answer")  # the sandbox's layer
+    rule = [line for line in in_sandbox(box, "nft list chain inet pixels_egress allowed").splitlines() if "dport 67" in line]
+    assert len(rule) == 1 and "ip daddr { " in rule[0] and GATEWAY in rule[0] and "255.255.255.255" in rule[0], rule
+    in_sandbox(box, "nft flush ruleset")  # root inside lifts its own layer: the host's refuses
+    assert in_sandbox(box, f"{probe} {world['far']} 40068").startswith("no answer")
+    assert in_sandbox(box, f"{probe} {world['far']} 68").startswith("no answer")
+    ok(egress(ansible))  # the rules back
+    assert reaches(box, web1)
 
 
 def test_survives_restart_restore_and_clone(ansible, box):

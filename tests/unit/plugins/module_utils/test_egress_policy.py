@@ -13,7 +13,7 @@ import tarfile
 
 import pytest
 
-from ansible_collections.homelab.pixels.plugins.module_utils import egress, egress_host, egress_templates
+from ansible_collections.homelab.pixels.plugins.module_utils import egress, egress_apply, egress_host, egress_templates
 from ansible_collections.homelab.pixels.plugins.module_utils.backend import ExecResult
 from ansible_collections.homelab.pixels.plugins.module_utils.errors import PixelsError
 
@@ -186,32 +186,67 @@ SAFE_APT_REFUSED = [
     ["install", "hello", "-oDpkg::Pre-Invoke::=sh"], ["install", "Hello"], ["install", "a/b"], ["install", "a..b"],
     ["remove", "nftables"], ["purge", "sudo"], ["changelog", "sudo"], ["download", "hello"], ["source", "hello"],
     ["upgrade", "-y"], ["update", "x"], ["install", "$(id)"], ["install", "`id`"],
+    # apt patterns and regular expressions: only literal names of known packages
+    ["install", "a.+"], ["install", "hell.+"], ["install", "hello", "g+.*"], ["install", "~nhello"], ["install", "?name(hello)"],
+    ["install", "hello~"], ["install", "hello=~1"], ["install", "hello:"], ["install", "hello=2.1=3"], ["install", "nosuchpackage"],
+    # downgrades: hello 2.10-3 is installed (the stand-in dpkg-query says so)
+    ["install", "hello=2.10-2"], ["install", "hello=2.9"],
 ]
 
-
-@pytest.mark.parametrize("args", SAFE_APT_REFUSED, ids=repr)
-def test_safe_apt_refuses(tmp_path, args):
-    script = tmp_path / "safe-apt"
-    script.write_text(egress.render_files(POLICY)["/usr/local/sbin/safe-apt"][0])
-    proc = subprocess.run(["/bin/sh", str(script), *args], capture_output=True, text=True, env={"PATH": "/nonexistent"}, check=False)
-    assert proc.returncode == 2, (args, proc.stdout, proc.stderr)
-    assert "usage: sudo safe-apt" in proc.stderr
+# What the stand-ins know: the repositories' package names, the installed hello.
+KNOWN = ["hello", "hello-traditional", "g++", "libc6", "tzdata", "nftables", "libstdc++6"]
 
 
-@pytest.mark.parametrize("args", [["update"], ["upgrade"], ["install", "hello", "g++", "libc6:amd64", "tzdata=2024a-0+deb12u1"]])
-def test_safe_apt_passes_package_names_to_apt_get(tmp_path, args):
-    """Accepted arguments reach apt-get after the fixed options (a stand-in apt-get echoes them)."""
-    script = tmp_path / "safe-apt"
+def safe_apt(tmp_path, args):
+    """Run the rendered safe-apt with stand-ins for apt-get (echoes its arguments and environment),
+    apt-cache pkgnames and dpkg-query; dpkg --compare-versions is the host's."""
     text = egress.render_files(POLICY)["/usr/local/sbin/safe-apt"][0]
     stand_in = tmp_path / "bin"
-    stand_in.mkdir()
-    (stand_in / "apt-get").write_text('#!/bin/sh\necho "$@"; env | sort\n')
-    (stand_in / "apt-get").chmod(0o755)
-    script.write_text(text.replace("PATH=/usr/sbin:/usr/bin:/sbin:/bin", f"PATH={stand_in}:/usr/bin:/bin", 1))
-    proc = subprocess.run(["/bin/sh", str(script), *args], capture_output=True, text=True, env={"APT_CONFIG": "/tmp/x"}, check=False)
+    stand_in.mkdir(exist_ok=True)
+    tools = {
+        "apt-get": '#!/bin/sh\necho "$@"; env | sort\n',
+        "apt-cache": "#!/bin/sh\n[ \"$1\" = pkgnames ] || exit 1\nprintf '%s\\n' " + " ".join(KNOWN) + " | grep -F -- \"$2\" | grep -- \"^$2\" || true\n",
+        "dpkg-query": '#!/bin/sh\nfor a; do last=$a; done\n[ "$last" = hello ] && printf "installed 2.10-3"\n[ "$last" = hello ]\n',
+        "pixels-egress-refresh": "#!/bin/sh\nexit 0\n",
+    }
+    for name, body in tools.items():
+        (stand_in / name).write_text(body)
+        (stand_in / name).chmod(0o755)
+    text = text.replace("PATH=/usr/sbin:/usr/bin:/sbin:/bin", f"PATH={stand_in}:/usr/bin:/bin", 1)
+    script = tmp_path / "safe-apt"
+    script.write_text(text.replace("/usr/local/sbin/pixels-egress-refresh", str(stand_in / "pixels-egress-refresh")))
+    return subprocess.run(["/bin/sh", str(script), *args], capture_output=True, text=True, env={"APT_CONFIG": "/tmp/x"}, check=False)
+
+
+@pytest.mark.skipif(not shutil.which("dpkg"), reason="dpkg --compare-versions needs dpkg")
+@pytest.mark.parametrize("args", SAFE_APT_REFUSED, ids=repr)
+def test_safe_apt_refuses(tmp_path, args):
+    proc = safe_apt(tmp_path, args)
+    assert proc.returncode == 2, (args, proc.stdout, proc.stderr)
+    assert "usage: sudo safe-apt" in proc.stderr and proc.stdout == ""
+
+
+@pytest.mark.parametrize("package, message", [
+    ("a.+", "no package named 'a.+' in the configured repositories (literal names, no patterns"),
+    ("~nhello", "package names start with a letter or digit"),
+    ("hello=2.10-2", "hello 2.10-3 is installed; safe-apt does not downgrade"),
+    ("hello:", "a literal package name [a-z0-9][a-z0-9+.-]*"),
+])
+def test_safe_apt_says_why(tmp_path, package, message):
+    proc = safe_apt(tmp_path, ["install", package])
+    assert message in proc.stderr, proc.stderr
+
+
+@pytest.mark.skipif(not shutil.which("dpkg"), reason="dpkg --compare-versions needs dpkg")
+@pytest.mark.parametrize("args", [["update"], ["upgrade"], ["install", "hello", "g++", "libc6:amd64", "tzdata=2024a-0+deb12u1"],
+                                  ["install", "hello=2.10-3", "libstdc++6"], ["install", "hello=2.11-1"]])
+def test_safe_apt_passes_package_names_to_apt_get(tmp_path, args):
+    """Accepted arguments reach apt-get after the fixed options, downgrades switched off."""
+    proc = safe_apt(tmp_path, args)
     assert proc.returncode == 0, proc.stderr
     first = proc.stdout.splitlines()[0]
-    assert first == "-y --no-remove -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold " + " ".join(args)
+    assert first == ("-y --no-remove -o APT::Get::allow-downgrades=false -o Dpkg::Options::=--force-confdef "
+                     "-o Dpkg::Options::=--force-confold " + " ".join(args))
     assert "APT_CONFIG" not in proc.stdout and "DEBIAN_FRONTEND=noninteractive" in proc.stdout
 
 
@@ -228,8 +263,76 @@ def test_refresh_script_is_valid_sh(tmp_path):
 
 def test_installer_locks_sudo_before_loading_rules():
     text = egress.installer(POLICY, egress.render_files(POLICY))
-    assert text.index("visudo -cq") < text.index("put /etc/sudoers.d/pixel") < text.index("pixels-egress-refresh --load")
-    assert text.index("put /etc/pixels/egress/mode") < text.index("pixels-egress-refresh --load")
+    load = text.index("pixels-egress-refresh --locked --load")
+    assert text.index("visudo -cq") < text.index("put /etc/sudoers.d/pixel") < load
+    assert text.index("put /etc/pixels/egress/mode") < load
+
+
+@pytest.mark.parametrize("mode", ["allowlist", "unrestricted"])
+def test_installer_takes_the_lock_with_a_limit_before_changing_anything(mode):
+    """A busy lock fails the installer before any file changes (the files and the kernel agree)."""
+    policy = POLICY if mode == "allowlist" else egress.desired_policy(None, mode)
+    text = egress.installer(policy, egress.render_files(policy), lock_timeout=7)
+    locked = text.index("\ntake_lock 7\n")
+    first_change = min(text.index(marker) for marker in ("\nput ", "\nrm -f /etc", "\nmkdir -p /etc") if marker in text)
+    assert locked < first_change
+    assert "flock -w \"$1\" 9" in text and "state_dir=/run/pixels-egress" in text
+    assert "/run/pixels-egress.lock\n" not in text.replace("rm -f /run/pixels-egress.lock\n", "")
+
+
+def test_locks_and_state_live_in_root_only_directory():
+    files = egress.render_files(POLICY)
+    refresh = files["/usr/local/sbin/pixels-egress-refresh"][0]
+    for text in (refresh, egress.installer(POLICY, files), egress.INSTALL_WRAPPER):
+        assert "chmod 0700 \"$state_dir\"" in text
+        assert "mktemp -d /run/pixels-egress" not in text  # temporary files too, under the root-only directory
+    assert 'exec 9>"$state_dir/lock"' in refresh and 'flock -w "$1" 9' in refresh
+    assert 'take_lock "$lock_wait"' in refresh and "lock_wait=60\n" in refresh
+    assert "trap 'exit 129' HUP INT TERM" in refresh and "trap 'exit 129' HUP INT TERM" in egress.INSTALL_WRAPPER
+    assert '"$state_dir/down"' in egress.installer(POLICY, files)
+
+
+@pytest.mark.skipif(not shutil.which("flock"), reason="needs flock")
+def test_the_lock_helpers_wait_with_a_limit_and_name_the_holder(tmp_path):
+    """The rendered shell snippets on this machine: a held lock fails after the limit with the PID."""
+    state_dir = tmp_path / "state"
+    snippet = egress.render(egress_templates.STATE_DIR_SH + egress_templates.LOCK_SH, state_dir=str(state_dir))
+    script = tmp_path / "lock.sh"
+    script.write_text(snippet + "take_lock 1\necho got it\n")
+    assert subprocess.run(["sh", str(script)], capture_output=True, text=True, check=True).stdout == "got it\n"
+    assert oct(state_dir.stat().st_mode & 0o777) == "0o700"
+    holder = subprocess.Popen(["flock", "-x", str(state_dir / "lock"), "sleep", "30"],  # pylint: disable=consider-using-with
+                              start_new_session=True)
+    try:
+        subprocess.run(["sh", "-c", f"until flock -n {state_dir / 'lock'} true; [ $? -eq 1 ]; do sleep 0.05; done"], check=True, timeout=10)
+        proc = subprocess.run(["sh", str(script)], capture_output=True, text=True, check=False, timeout=20)
+    finally:
+        os.killpg(holder.pid, 9)  # flock and its sleep, which holds the lock too
+        holder.wait()
+    assert proc.returncode == 5 and proc.stdout == "", proc
+    assert f"stayed held for 1 s by PID {holder.pid} (flock -x {state_dir}" in proc.stderr, proc.stderr
+    # a link (or anything but root's directory) in the directory's place is replaced, not followed
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    shutil.rmtree(state_dir)
+    state_dir.symlink_to(elsewhere)
+    proc = subprocess.run(["sh", str(script)], capture_output=True, text=True, check=False)
+    assert proc.stdout == "got it\n" and "was not root's directory" in proc.stderr, proc
+    assert state_dir.is_dir() and not state_dir.is_symlink() and not list(elsewhere.iterdir())
+
+
+def test_dhcp_goes_to_the_network_server_and_broadcast_only():
+    rules = egress.render_files(POLICY, dhcp4=["10.123.0.1"])["/etc/pixels/egress/rules.nft"][0]
+    assert 'ip daddr { 255.255.255.255, 10.123.0.1 } udp sport 68 udp dport 67 accept' in rules
+    assert "\n        udp sport 68 udp dport 67 accept" not in rules
+    bare = egress.render_files(POLICY)["/etc/pixels/egress/rules.nft"][0]
+    assert 'ip daddr { 255.255.255.255 } udp sport 68 udp dport 67 accept' in bare
+    script = egress_host.render_host_rules("t", "px-box", ["10.123.0.5"], [], dict(VIEW, dhcp4=["10.123.0.1"]), EMPTY)
+    assert "add rule inet t sb_default__px_box ip daddr { 255.255.255.255, 10.123.0.1 } udp sport 68 udp dport 67 accept" in script
+    assert " udp dport 67 accept" not in script.replace("udp sport 68 udp dport 67 accept", "")
+    acl = [r for r in egress_host.render_acl("px-box", dict(VIEW, dhcp4=["10.123.0.1"]))["egress"] if r.get("destination_port") == "67"]
+    assert acl == [{"action": "allow", "state": "enabled", "protocol": "udp", "destination": "255.255.255.255,10.123.0.1",
+                    "source_port": "68", "destination_port": "67", "description": "DHCPv4 to the network's server"}]
 
 
 def test_bundle_holds_the_files_installer_and_manifest():
@@ -273,7 +376,8 @@ def test_acl_rendering():
     allowed = body["egress"][-1]
     assert allowed["action"] == "allow"
     assert allowed["destination"] == "185.199.108.0/22,192.0.2.5,2001:db8::/32,2001:db8:1::5"
-    assert all(set(r) <= {"action", "state", "protocol", "destination", "destination_port", "description"} for r in body["egress"])
+    assert all(set(r) <= {"action", "state", "protocol", "destination", "source_port", "destination_port", "description"}
+               for r in body["egress"])
     nic = egress_host.nic_acl_config("px-box")
     assert nic == {"security.acls": "px-box-egress", "security.acls.default.egress.action": "drop",
                    "security.acls.default.egress.logged": "true", "security.acls.default.ingress.action": "allow"}
@@ -388,3 +492,32 @@ def test_network_is_held_back_for_networkd_as_for_ifupdown():
     opened = egress.installer(egress.desired_policy(None, "unrestricted"), {})
     for unit in ("systemd-networkd.service", "networking.service", "ifup@.service"):
         assert f"rm -f /etc/systemd/system/{unit}.d/pixels-egress.conf\n" in opened
+
+
+# -- the order of a change: narrow the host layer first ---------------------------------------
+
+STATE = {"resolvers": ["10.123.0.1"], "resolved": {"a.example.com": ["192.0.2.1"], "b.example.com": ["192.0.2.2"]}}
+CURRENT = {"mode": "allowlist", "domains": ["a.example.com", "b.example.com"], "cidrs": ["10.9.0.0/16", "10.8.0.0/16"]}
+
+
+def test_narrowed_view_is_what_both_policies_allow():
+    desired = egress.desired_policy(CURRENT, "allowlist", allow=["c.example.com", "10.7.0.0/16"],
+                                    deny=["b.example.com", "10.8.0.0/16"])
+    view = egress_apply.narrowed_view(CURRENT, STATE, desired)
+    assert view["domains"] == ["a.example.com"] and view["addresses"] == ["192.0.2.1"]
+    assert view["cidrs"] == ["10.9.0.0/16"] and view["resolvers"] == ["10.123.0.1"]  # DNS stays: the refresh needs it
+
+
+def test_no_narrowing_when_a_change_only_adds_or_nothing_is_enforced_yet():
+    grown = egress.desired_policy(CURRENT, "allowlist", allow=["c.example.com"])
+    assert egress_apply.narrowed_view(CURRENT, STATE, grown) is None
+    fresh = {"mode": "unrestricted", "domains": [], "cidrs": []}
+    assert egress_apply.narrowed_view(fresh, {}, egress.desired_policy(fresh, "allowlist", allow=["a.example.com"])) is None
+    # a change of mode narrows too (the host layer is reloaded with the entries both modes have)
+    agent = egress.desired_policy(CURRENT, "agent", domains=CURRENT["domains"] + CURRENT["cidrs"])
+    assert egress_apply.narrowed_view(CURRENT, STATE, agent)["mode"] == "agent"
+
+
+def test_lock_timeout_is_checked():
+    with pytest.raises(PixelsError, match="lock_timeout=0.5 must be between 1 and 3600 seconds"):
+        egress_apply.apply(None, "px-box", {"lock_timeout": 0.5}, False)
