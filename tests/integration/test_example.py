@@ -70,7 +70,7 @@ def test_the_play_made_a_key_pair_and_the_console_uses_it(example):
     assert (home / ".config" / "pixels" / "id_ed25519.pub").read_text().startswith("ssh-ed25519 ")
     assert not list((home / ".ssh").glob("id_*")), "the play must not write keys into ~/.ssh"
     config = (example["box"].console / "hosts" / "px-demo.conf").read_text()
-    assert f"IdentityFile {key}\n" in config, config
+    assert f"IdentityFile \"{key}\"\n" in config, config
     assert f"Include {example['box'].console}/hosts/*.conf" in (home / ".ssh" / "config").read_text()
 
 
