@@ -71,7 +71,7 @@ def test_the_play_made_a_key_pair_and_the_console_uses_it(example):
     assert not list((home / ".ssh").glob("id_*")), "the play must not write keys into ~/.ssh"
     config = (example["box"].console / "hosts" / "px-demo.conf").read_text()
     assert f"IdentityFile \"{key}\"\n" in config, config
-    assert f"Include {example['box'].console}/hosts/*.conf" in (home / ".ssh" / "config").read_text()
+    assert f"Host px-*\nInclude \"{example['box'].console}/hosts/*.conf\"\nHost *\n" in (home / ".ssh" / "config").read_text()
 
 
 def test_ssh_reaches_pixel_and_the_agent_clis_answer(example):
