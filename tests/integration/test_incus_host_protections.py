@@ -6,6 +6,8 @@ leaves them set; to be able to fail, it turns the protections off and one limit 
 
 from pathlib import Path
 
+import pytest
+
 PLAY = """
 - hosts: localhost
   gather_facts: false
@@ -31,8 +33,11 @@ def values(keys=tuple(WANTED)):
 def test_protections_on_now_and_at_boot(ansible, tmp_path):
     conf = tmp_path / "sysctl.d" / "60-pixels-protections.conf"
     extra = {"incus_host_protections_file": str(conf)}
-    for key in WANTED:
-        proc(key).write_text("0\n")
+    try:
+        for key in WANTED:
+            proc(key).write_text("0\n")
+    except OSError as exc:  # a host that is itself a container: /proc/sys is the outer host's
+        pytest.skip(f"/proc/sys cannot be written here ({exc.strerror}): the role then says so instead")
     proc("kernel.keys.maxkeys").write_text("200\n")  # the stock value
     checked = ansible.playbook(PLAY, extra_vars=extra, check=True)
     assert checked.rc == 0, checked.stdout[-3000:]
