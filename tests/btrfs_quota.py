@@ -19,9 +19,10 @@ def btrfs(*args, check=True):
     return proc
 
 
-def loop_pools_unavailable():
+def loop_pools_unavailable(loop_devices=True):
     """Why no loop-backed btrfs pool can be made here, as the incus_host role decides (the kernel
-    lacks btrfs, a user namespace, no free loop device); None when one can."""
+    lacks btrfs, a user namespace, no free loop device: not asked with ``loop_devices`` False);
+    None when one can."""
     with open("/proc/filesystems") as handle:
         known = any(line.split()[-1] == "btrfs" for line in handle if line.strip())
     modules = subprocess.run(["sh", "-c", "find /lib/modules/$(uname -r) -name 'btrfs.ko*' 2>/dev/null | grep -q ."],
@@ -31,7 +32,7 @@ def loop_pools_unavailable():
     with open("/proc/self/uid_map") as handle:
         if handle.readline().split() != ["0", "0", "4294967295"]:
             return "this host runs in a user namespace (an unprivileged container), where no loop file can be mounted"
-    if subprocess.run(["losetup", "-f"], capture_output=True, check=False).returncode:
+    if loop_devices and subprocess.run(["losetup", "-f"], capture_output=True, check=False).returncode:
         return "there is no free loop device"
     return None
 

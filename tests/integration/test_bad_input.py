@@ -7,6 +7,7 @@ import sys
 
 import pytest
 
+import btrfs_quota
 from conftest import in_sandbox, instance_names, snapshot_names
 
 
@@ -191,13 +192,9 @@ NO_LOOP_DEVICES = ["unshare", "--mount", "sh", "-c",
 def test_host_without_a_free_loop_device(ansible):
     """btrfs asked for by name with no free loop device for the pool file: a stop naming the cause,
     the variable and the ways out, before anything is installed or created."""
-    if subprocess.run(["sh", "-c", "grep -qw btrfs /proc/filesystems || "
-                                   "find /lib/modules/$(uname -r) -name 'btrfs.ko*' | grep -q ."],
-                      check=False).returncode:
-        pytest.skip("this kernel has no btrfs: the missing module would be the first reason")
-    with open("/proc/self/uid_map") as handle:
-        if handle.readline().split() != ["0", "0", "4294967295"]:
-            pytest.skip("this host runs in a user namespace: that would be the first reason")
+    first = btrfs_quota.loop_pools_unavailable(loop_devices=False)
+    if first:
+        pytest.skip(f"{first}: that would be the first reason")
     proc = subprocess.run([*NO_LOOP_DEVICES, "losetup", "-f"], capture_output=True, text=True, check=False)
     assert proc.returncode != 0, f"the namespace still has a free loop device: {proc.stdout}"
     messages, changed = host_role(ansible, {"incus_host_storage_driver": "btrfs",
@@ -209,6 +206,17 @@ def test_host_without_a_free_loop_device(ansible):
     assert not changed
     shown = subprocess.run(["incus", "storage", "show", "pixels-test-noloop"], capture_output=True, check=False)
     assert shown.returncode != 0  # not created
+
+
+def test_host_admin_user_without_an_account(ansible):
+    """incus_host_admin_users naming a user this host does not have: a stop naming the variable
+    and the user; the role makes no account."""
+    messages, changed = host_role(ansible, {"incus_host_admin_users": ["pixels-no-such-user"]})
+    assert len(messages) == 1, messages
+    said = " ".join(messages[0].split())
+    assert "incus_host_admin_users names pixels-no-such-user, which has no account" in said, said
+    assert not changed
+    assert subprocess.run(["getent", "passwd", "pixels-no-such-user"], check=False).returncode != 0
 
 
 def test_host_bridge_subnet_that_collides(ansible, incus):
